@@ -1,0 +1,257 @@
+"""Typed configuration: dataclasses loadable from YAML/JSON, one CLI flag per field.
+
+Every field that a command line can set carries ``metadata={"flag": "--name", "help": ...}``
+via :func:`option`. The CLI builds its flags from these, so a flag always maps to exactly one
+config field, and ``--config FILE`` (YAML or JSON) fills the same fields. Precedence:
+defaults < config file < command-line flags. The effective configuration is written into
+each run directory as ``config.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import typing
+from pathlib import Path
+from typing import Any, Optional
+
+
+def option(default, flag: str, help: str, choices=None, **kwargs):
+    """A dataclass field that the CLI exposes as ``flag``."""
+    meta = {"flag": flag, "help": help}
+    if choices is not None:
+        meta["choices"] = tuple(choices)
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta, **kwargs)
+    return dataclasses.field(default=default, metadata=meta, **kwargs)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where the three tables come from and how strictly they are checked."""
+
+    data: Optional[str] = option(None, "--data", "Data directory (interactions.*, items.*, users.*) or a public data set's download directory.")
+    format: Optional[str] = option(None, "--format", "Input format: csv, tsv, parquet, jsonl, tfrecord, movielens-100k, movielens-1m, mind, amazon. Default: from the files.")
+    scenario_from: Optional[str] = option(None, "--scenario-from", "Adapters: derive scenarios from a user or item column (e.g. age_group, genre), or 'none' for a single scenario.")
+    strict: bool = option(False, "--strict", "Exit non-zero if any row is quarantined.")
+    quarantine_dir: Optional[str] = option(None, "--quarantine-dir", "Where quarantined rows go (default: the run directory, else the data directory).")
+    scenarios: list = option([], "--scenarios", "Allowed scenario names (others are quarantined). Default: any.")
+    tasks: list = option([], "--tasks", "Label columns that are tasks. Default: the known label columns present.")
+    liked_threshold: float = option(4.0, "--liked-threshold", "Ratings at or above this make the derived 'liked' label 1.")
+    chunk_rows: int = option(200_000, "--chunk-rows", "Rows per chunk when streaming CSV/Parquet/TFRecord.")
+
+
+@dataclasses.dataclass
+class GenerateConfig:
+    """The synthetic multi-scenario world (see tfrs_multiscene.data.synthetic)."""
+
+    out: str = option("data/synthetic", "--out", "Output directory for the generated tables.")
+    out_format: str = option("csv", "--out-format", "File format of the written tables.", choices=("csv", "tsv", "parquet", "jsonl", "tfrecord"))
+    users: int = option(2000, "--users", "Number of users.")
+    items: int = option(1000, "--items", "Number of items (including cold items).")
+    topics: int = option(12, "--topics", "Number of latent topics.")
+    impressions: int = option(60_000, "--impressions", "Number of impressions across all scenarios.")
+    cold_item_fraction: float = option(0.05, "--cold-item-fraction", "Fraction of items introduced only in the test period.")
+    seed: int = option(42, "--seed", "Random seed; the same seed gives the same tables.")
+
+
+@dataclasses.dataclass
+class SplitConfig:
+    """How interactions are divided into train / validation / test."""
+
+    split: str = option("random", "--split", "Split kind.", choices=("random", "temporal", "leave_last_out", "cold_item"))
+    test_fraction: float = option(0.2, "--test-fraction", "Fraction of interactions (or items, for cold_item) held out for test.")
+    valid_fraction: float = option(0.1, "--valid-fraction", "Fraction of the training part held out for validation / tuning.")
+    seed: int = option(42, "--seed", "Random seed of the split.")
+
+
+@dataclasses.dataclass
+class TextConfig:
+    """The KerasHub text encoder."""
+
+    text_encoder: str = option("minilm", "--text-encoder", "'minilm' (pretrained all-MiniLM-L6-v2), 'scratch', 'none', or a path to a Hugging Face/KerasHub BERT directory.")
+    text_mode: str = option("frozen", "--text-mode", "frozen: cached embeddings + trainable projection; finetune: the encoder trains in the tower.", choices=("frozen", "finetune"))
+    max_length: int = option(32, "--max-length", "Token sequence length.")
+    cache_dir: str = option("~/.cache/tfrs_multiscene/text", "--text-cache-dir", "Cache of frozen text embeddings, keyed by text hash and encoder hash.")
+    scratch_vocab_size: int = option(8000, "--scratch-vocab-size", "WordPiece vocabulary size of the from-scratch encoder.")
+    scratch_dim: int = option(128, "--scratch-dim", "Width of the from-scratch encoder.")
+    scratch_layers: int = option(2, "--scratch-layers", "Transformer layers of the from-scratch encoder.")
+    embed_batch_size: int = option(256, "--embed-batch-size", "Texts per batch when embedding.")
+
+
+@dataclasses.dataclass
+class RetrievalConfig:
+    """The TFRS two-tower retrieval model."""
+
+    embedding_dim: int = option(64, "--embedding-dim", "Output dimension of both towers.")
+    epochs: int = option(10, "--epochs", "Training epochs.")
+    batch_size: int = option(1024, "--batch-size", "Training batch size (in-batch negatives).")
+    learning_rate: float = option(0.01, "--learning-rate", "Adam learning rate.")
+    temperature: float = option(0.05, "--temperature", "Softmax temperature of the retrieval task.")
+    logq_correction: bool = option(True, "--logq-correction", "Sampling-bias (log-Q) correction from item frequencies.")
+    hard_negatives: int = option(0, "--hard-negatives", "Number of hard negatives per query (0: off).")
+    remove_accidental_hits: bool = option(True, "--remove-accidental-hits", "Mask in-batch negatives that are the positive item.")
+    l2_normalize: bool = option(True, "--l2-normalize", "L2-normalise tower outputs.")
+    id_dropout: float = option(0.1, "--id-dropout", "Probability of dropping an id during training (robustness to unseen ids).")
+    history_length: int = option(20, "--history-length", "Recent items pooled into the query tower.")
+    l2_regularization: float = option(0.0, "--l2-regularization", "L2 penalty on embeddings.")
+    warm_start: Optional[str] = option(None, "--warm-start", "Run directory whose model continues training on new data.")
+
+
+@dataclasses.dataclass
+class RankingConfig:
+    """The multi-scenario ranking model."""
+
+    architecture: str = option("shared_bottom", "--architecture", "Ranking architecture.", choices=("shared_bottom", "star", "mmoe", "ple"))
+    bottom_units: list = option([256, 128], "--bottom-units", "Shared bottom layer widths.")
+    tower_units: list = option([64], "--tower-units", "Per-scenario tower layer widths.")
+    num_experts: int = option(4, "--num-experts", "Experts (MMoE / PLE).")
+    use_cross: bool = option(False, "--use-cross", "Add a deep-cross layer (tfrs.layers.dcn.Cross) to the bottom.")
+    conversion_mode: str = option("esmm", "--conversion-mode", "Conversion trained on all impressions (esmm) or on clicks only.", choices=("esmm", "clicks_only"))
+    task_weights: dict = option({}, "--task-weights", "Per-task loss weights as JSON, e.g. '{\"click\": 1, \"conversion\": 0.5}'.")
+    balance_scenarios: bool = option(True, "--balance-scenarios", "Weight examples so small scenarios are not drowned.")
+    negatives_per_positive: int = option(4, "--negatives-per-positive", "Sampled negatives for positive-only logs.")
+    epochs: int = option(5, "--ranking-epochs", "Ranking training epochs.")
+    batch_size: int = option(512, "--ranking-batch-size", "Ranking training batch size.")
+    learning_rate: float = option(0.003, "--ranking-learning-rate", "Ranking Adam learning rate.")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """What `train` runs and where it writes."""
+
+    run_dir: str = option("runs/latest", "--run", "Run directory (checkpoints, logs, report, config).")
+    stages: str = option("both", "--stages", "Which models to train.", choices=("both", "retrieval", "ranking"))
+    examples: Optional[str] = option(None, "--examples", "Train from preprocessed TFRecords (tfrs-multiscene preprocess) instead of tables.")
+    seed: int = option(42, "--train-seed", "Seed for model initialisation and shuffling.")
+
+
+@dataclasses.dataclass
+class ExportConfig:
+    """SavedModels in TF Serving's layout."""
+
+    model_base: str = option("models", "--out", "Model base path: <base>/<name>/<version>/.")
+    index: str = option("scann", "--index", "Retrieval index inside the graph.", choices=("scann", "brute_force"))
+    top_k: int = option(100, "--top-k", "Depth the index is built for.")
+    target_recall: float = option(0.95, "--target-recall", "Recall@10 against exact search the tuned ScaNN index must reach.")
+    candidates: int = option(200, "--candidates", "Retrieval candidates ranked by the recommender servable.")
+
+
+@dataclasses.dataclass
+class ServeConfig:
+    """The local TF Serving-protocol server and the client."""
+
+    model_base: str = option("models", "--model-base", "Model base path to serve.")
+    host: str = option("127.0.0.1", "--host", "Address to bind.")
+    rest_port: int = option(8501, "--rest-port", "REST port (TF Serving's default 8501).")
+    grpc_port: int = option(8500, "--grpc-port", "gRPC port (TF Serving's default 8500).")
+    poll_seconds: float = option(2.0, "--poll-seconds", "How often to look for new versions.")
+    max_batch: int = option(1024, "--max-batch", "Largest number of instances accepted in one request.")
+    max_request_bytes: int = option(8 << 20, "--max-request-bytes", "Largest request body accepted.")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config_file(path) -> dict:
+    """Read a YAML or JSON config file into a dict (sections as nested dicts)."""
+    path = Path(path)
+    text = path.read_text()
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text) or {}
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a config file must hold a mapping, got {type(data).__name__}")
+    return data
+
+
+def from_dict(cls, data: dict, where: str = "config"):
+    """Build dataclass ``cls`` from ``data``, refusing unknown keys with a clear message."""
+    if data is None:
+        return cls()
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {unknown}; known: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = from_dict(hint, value, f"{where}.{name}")
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def to_dict(obj) -> dict:
+    return dataclasses.asdict(obj)
+
+
+def save_config(obj, path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(to_dict(obj), indent=2, sort_keys=True, default=str) + "\n")
+
+
+# --------------------------------------------------------------------------- CLI mapping
+
+
+def _parse_bool(text: str) -> bool:
+    low = str(text).lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls, dest_prefix: str) -> None:
+    """Add one flag per field of dataclass ``cls``; dest is ``<dest_prefix>.<field>``."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        if "flag" not in meta:
+            continue
+        dest = f"{dest_prefix}.{f.name}"
+        hint = hints[f.name]
+        kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS, "help": meta["help"]}
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if "choices" in meta:
+            kwargs["choices"] = meta["choices"]
+        if hint is bool:
+            kwargs.update(nargs="?", const=True, type=_parse_bool)
+        elif hint is list or typing.get_origin(hint) is list:
+            kwargs.update(nargs="+", type=_list_item_type(default))
+        elif hint is dict:
+            kwargs["type"] = json.loads
+        elif hint in (int, float, str):
+            kwargs["type"] = hint
+        else:  # Optional[...]
+            args = [a for a in typing.get_args(hint) if a is not type(None)]
+            kwargs["type"] = args[0] if args else str
+        kwargs["help"] += f" (default: {default})"
+        parser.add_argument(meta["flag"], **kwargs)
+
+
+def _list_item_type(default):
+    if default and isinstance(default[0], int):
+        return int
+    if default and isinstance(default[0], float):
+        return float
+    return str
+
+
+def apply_arguments(obj, namespace: argparse.Namespace, dest_prefix: str):
+    """Return ``obj`` with every field set on the command line replaced."""
+    changes = {}
+    for key, value in vars(namespace).items():
+        if key.startswith(dest_prefix + "."):
+            changes[key[len(dest_prefix) + 1:]] = value
+    return dataclasses.replace(obj, **changes) if changes else obj
