@@ -1,0 +1,117 @@
+"""Build and tune the retrieval index from a trained model, as a TFX component or a function.
+
+:func:`build_index_artifact` does the work and needs no TFX: it loads the retrieval model
+of a run directory (the Trainer's ``model_run``), embeds the catalogue, tunes a ScaNN index
+against exact search to ``target_recall`` (or, where ScaNN cannot load, e.g. under TF 2.21,
+or when asked, a stock-op IVF / brute-force index), and writes the retrieval SavedModel
+into ``<out>/Format-Serving`` (the layout TFX's Pusher pushes) with ``index_report.json``.
+
+:func:`make_index_component` returns the TFX custom component (``@component``) wrapping it;
+it imports TFX, so call it only where TFX is installed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import tfrs_multiscene  # noqa: F401  (Keras 2 before TensorFlow)
+
+SERVING_SUBDIR = "Format-Serving"
+REPORT_FILE = "index_report.json"
+KINDS = ("scann", "ivf", "brute_force")
+
+
+def scann_unavailable_reason() -> str | None:
+    """None when the ScaNN TF ops load here, else why not (missing or ABI mismatch)."""
+    try:
+        import scann  # noqa: F401
+        from scann.scann_ops.py import scann_ops  # noqa: F401
+    except Exception as err:  # noqa: BLE001  (ImportError, or undefined symbols under another TF)
+        return f"ScaNN TF ops unavailable: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    return None
+
+
+def build_index_artifact(model_run_dir, out_dir, preprocess_dir, kind: str = "scann", target_recall: float = 0.95,
+                         k: int = 10, top_k: int = 100, fallback: str = "ivf", num_queries: int = 1000) -> dict:
+    """Tune and export the retrieval servable of ``model_run_dir`` into ``out_dir``.
+
+    ``kind`` is 'scann' (falls back to ``fallback`` with the reason recorded when the
+    ScaNN ops cannot load), 'ivf' (approximate, stock TF ops) or 'brute_force' (exact).
+    Returns the report written to ``<out_dir>/index_report.json``: kind, params, recall@k
+    against exact search, p50 latency, whether the target was reached, stock_ops, and the
+    fallback reason if any.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    from tfrs_multiscene.data import examples as E
+    from tfrs_multiscene.export import scann_tuning
+    from tfrs_multiscene.export.index import build_index
+    from tfrs_multiscene.export.servables import export_retrieval
+    from tfrs_multiscene.retrieval.checkpoints import load_retrieval
+
+    if kind not in KINDS or fallback not in KINDS[1:]:
+        raise ValueError(f"kind must be one of {KINDS} and fallback one of {KINDS[1:]}, got {kind!r}, {fallback!r}")
+    report: dict = {"requested": kind}
+    if kind == "scann":
+        reason = scann_unavailable_reason()
+        if reason:
+            report["fallback_reason"] = reason
+            kind = fallback
+    model = load_retrieval(model_run_dir)
+    items, _ = E.load_frames(preprocess_dir)
+    ids = items["item_id"].astype(str).to_numpy()
+    candidates = np.asarray(model.candidate_embeddings(items), np.float32)
+    depth = int(min(top_k, len(ids)))
+    k = min(k, depth)
+    rng = np.random.default_rng(0)
+    queries = candidates[rng.choice(len(candidates), size=min(num_queries, len(candidates)), replace=False)]
+    if kind == "brute_force":
+        index = build_index(kind, model.query_model, ids, candidates, depth)
+        report.update(kind=kind, params={}, recall=1.0, reached_target=True)
+    else:
+        tune = scann_tuning.tune_scann if kind == "scann" else scann_tuning.tune_ivf
+        result = tune(candidates, queries, k=k, target_recall=target_recall, depth=depth)
+        extra = {"searcher": result.searcher} if kind == "scann" else {"partition": result.searcher}
+        index = build_index(kind, model.query_model, ids, candidates, depth, result.params, **extra)
+        report.update(kind=kind, **{key: v for key, v in result.to_dict().items() if key != "tried"})
+    report["stock_ops"] = bool(index.describe().get("stock_ops", kind != "scann"))
+    spec = {key: tf.TensorSpec([None], tf.string) for key in ("user_id", "scenario", *model.spec.user_categorical)}
+    spec["history"] = tf.TensorSpec([None, None], tf.string)
+    out = Path(out_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        version = export_retrieval(Path(tmp), model.query_model, index, spec, default_k=k,
+                                   metadata={"index_tuning": report})
+        shutil.copytree(version, out / SERVING_SUBDIR, dirs_exist_ok=True)
+    (out / REPORT_FILE).write_text(json.dumps(report, indent=1, default=str) + "\n")
+    return report
+
+
+def make_index_component():
+    """The TFX component class ``RetrievalIndexer`` (needs TFX installed).
+
+    Inputs: ``model_run`` (the Trainer's ModelRun). Output: ``index`` (a Model artifact with
+    the SavedModel under Format-Serving, ready for Pusher). Parameters: ``preprocess_dir``,
+    ``kind``, ``target_recall``, ``top_k``.
+    """
+    from tfx.dsl.component.experimental.annotations import (
+        InputArtifact,
+        OutputArtifact,
+        Parameter,
+    )
+    from tfx.dsl.component.experimental.decorators import component
+    from tfx.types.standard_artifacts import Model, ModelRun
+
+    @component
+    def RetrievalIndexer(model_run: InputArtifact[ModelRun], index: OutputArtifact[Model],
+                         preprocess_dir: Parameter[str], kind: Parameter[str] = "scann",
+                         target_recall: Parameter[float] = 0.95, top_k: Parameter[int] = 100):
+        report = build_index_artifact(model_run.uri, index.uri, preprocess_dir, kind, target_recall, top_k=top_k)
+        index.set_string_custom_property("index_kind", str(report["kind"]))
+        index.set_float_custom_property("index_recall", float(report.get("recall", 1.0)))
+        index.set_int_custom_property("stock_ops", int(report["stock_ops"]))
+
+    return RetrievalIndexer
