@@ -1,0 +1,66 @@
+"""Ranking examples: impression logs, positive-only logs with sampled negatives, derived labels."""
+
+import numpy as np
+import pytest
+
+from test_ranking_fixtures import tiny_tables
+from tfrs_multiscene.config import RankingConfig
+from tfrs_multiscene.ranking import data as D
+
+
+def test_impression_log_keeps_rows_and_joins_item_and_user_columns():
+    tables = tiny_tables(n=50)
+    assert D.is_impression_log(tables)
+    assert D.ranking_tasks(tables) == ["click", "conversion"]
+    frame = D.build_examples(tables, RankingConfig())
+    assert len(frame) == 50
+    assert {"category", "brand", "price", "title", "age_bucket", "profile"} <= set(frame.columns)
+    assert (frame["click"].to_numpy() == tables.interactions["click"].to_numpy()).all()
+
+
+def test_positive_only_log_gets_catalogue_negatives_never_seen_by_the_user():
+    tables = tiny_tables(n=200, positives_only=True)
+    assert not D.is_impression_log(tables)
+    cfg = RankingConfig(negatives_per_positive=3)
+    assert D.ranking_tasks(tables) == ["interaction", "liked", "rating"]
+    frame = D.build_examples(tables, cfg, seed=1)
+    n_pos = len(tables.interactions)
+    assert len(frame) == 4 * n_pos
+    neg = frame[frame["interaction"] == 0]
+    assert len(neg) == 3 * n_pos
+    seen = set(zip(tables.interactions["user_id"], tables.interactions["item_id"]))
+    assert not any((u, i) in seen for u, i in zip(neg["user_id"], neg["item_id"]))
+    pos = frame[frame["interaction"] == 1]
+    assert ((pos["rating"] >= 4) == (pos["liked"] == 1)).all()  # liked = rating >= 4
+    assert (neg["liked"] == 0).all()
+    tg = D.targets(frame, ["interaction", "liked", "rating"], cfg)
+    assert tg["mask/rating"][frame["interaction"].to_numpy() == 0].sum() == 0  # no rating for negatives
+    assert tg["mask/rating"][frame["interaction"].to_numpy() == 1].min() == 1
+
+
+def test_retrieval_hard_negatives_come_from_the_candidate_lists():
+    tables = tiny_tables(n=200, positives_only=True)
+    cfg = RankingConfig(negatives_per_positive=2, negative_source="retrieval")
+    with pytest.raises(ValueError, match="candidate_fn"):
+        D.build_examples(tables, cfg)
+    hard = ["i1", "i2", "i3", "i4", "i5", "i6"]
+    frame = D.build_examples(tables, cfg, candidate_fn=lambda rows: [hard] * len(rows))
+    neg = frame[frame["interaction"] == 0]
+    # a user who has seen every candidate falls back to the catalogue; others only get candidates
+    seen = tables.interactions.groupby("user_id")["item_id"].agg(set)
+    fine = neg[neg["user_id"].map(lambda u: len(set(hard) - seen[u]) >= 2)]
+    assert len(fine) and fine["item_id"].isin(hard).all()
+
+
+def test_model_inputs_types_and_missing_values():
+    tables = tiny_tables(n=30)
+    from tfrs_multiscene.ranking.features import build_feature_spec
+
+    spec = build_feature_spec(tables, ["click"])
+    assert spec.has_timestamp and "price" in spec.numeric and "category" in spec.vocabularies
+    frame = D.build_examples(tables, RankingConfig())
+    frame.loc[0, "price"] = np.nan
+    inputs = D.model_inputs(frame, spec)
+    assert inputs["user_id"].dtype == object and inputs["timestamp"].dtype == np.int64
+    assert np.isnan(inputs["price"][0])
+    assert set(inputs) == set(spec.input_names())

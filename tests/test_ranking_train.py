@@ -1,0 +1,167 @@
+"""Training loop, resume / warm start / load, baselines, and the side-by-side evaluation."""
+
+import json
+import types
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from test_ranking_fixtures import tiny_tables
+from tfrs_multiscene.config import RankingConfig
+from tfrs_multiscene.ranking import (evaluate_ranking, format_ranking_table, load_ranking, plot_ranking,
+                                     train_ranking)
+from tfrs_multiscene.ranking import data as D
+from tfrs_multiscene.ranking.evaluate import predict
+
+
+def make_split(n=900, seed=0):
+    full = tiny_tables(n=n, seed=seed)
+    inter = full.interactions
+    parts = np.arange(len(inter)) % 10
+    part = lambda m: full.with_interactions(inter[m])  # noqa: E731
+    return types.SimpleNamespace(train=part(parts < 7), valid=part(parts == 7), test=part(parts >= 8), info={})
+
+
+def cfg(**kw):
+    base = dict(bottom_units=[16], tower_units=[8], embedding_dim=4, epochs=2, batch_size=64, dropout=0.0,
+                learning_rate=0.01, early_stopping=0)
+    base.update(kw)
+    return RankingConfig(**base)
+
+
+def test_train_writes_run_files_resumes_and_loads(tmp_path):
+    split = make_split()
+    res = train_ranking(split, cfg(), tmp_path, verbose=0)
+    out = tmp_path / "ranking"
+    for name in ("spec.json", "config.json", "history.json", "info.json", "curves_ranking.png", "final/model.index"):
+        assert (out / name).exists(), name
+    assert any((out / "tensorboard").rglob("*tfevents*"))
+    assert len(res.history["loss"]) == 2 and len(res.history["val_loss"]) == 2
+    assert res.info["epochs_done"] == 2 and res.info["resumed_from_epoch"] is None
+
+    frame = D.build_examples(split.test, cfg())
+    inputs = D.model_inputs(frame, res.model.spec)
+    loaded = load_ranking(tmp_path)
+    np.testing.assert_allclose(predict(loaded, inputs)["click"], predict(res.model, inputs)["click"], rtol=1e-5)
+
+    same = train_ranking(split, cfg(), tmp_path, verbose=0)  # finished: loaded, not retrained
+    assert same.info["seconds"] < res.info["seconds"] and len(same.history["loss"]) == 2
+    np.testing.assert_allclose(predict(same.model, inputs)["click"], predict(res.model, inputs)["click"], rtol=1e-5)
+    again = train_ranking(split, cfg(epochs=3), tmp_path, verbose=0)  # resumes after epoch 2
+    assert again.info["resumed_from_epoch"] == 2 and again.info["epochs_done"] == 3
+    assert len(again.history["loss"]) == 3
+
+
+def test_warm_start_starts_from_the_previous_weights(tmp_path):
+    split = make_split()
+    first = train_ranking(split, cfg(), tmp_path / "one", verbose=0, tensorboard=False)
+    warm = train_ranking(split, cfg(epochs=0, warm_start=str(tmp_path / "one")), tmp_path / "two", verbose=0,
+                         tensorboard=False)
+    frame = D.build_examples(split.test, cfg())
+    inputs = D.model_inputs(frame, first.model.spec)
+    np.testing.assert_allclose(predict(warm.model, inputs)["click"], predict(first.model, inputs)["click"], rtol=1e-5)
+    with pytest.raises(FileNotFoundError, match="warm start"):
+        train_ranking(split, cfg(warm_start=str(tmp_path / "none")), tmp_path / "three", verbose=0)
+
+
+def test_pooled_ignores_the_scenario_and_separate_sees_one_scenario(tmp_path):
+    split = make_split()
+    pooled = train_ranking(split, cfg(), tmp_path, name="pooled", pooled=True, verbose=0, tensorboard=False)
+    frame = D.build_examples(split.test, cfg())
+    inputs = {k: tf.constant(v[:20]) for k, v in D.model_inputs(frame, pooled.model.spec).items()}
+    np.testing.assert_allclose(pooled.model.score(inputs, "a")["click"], pooled.model.score(inputs, "c")["click"])
+    assert "scenario" not in pooled.model.encoder.lookups
+    assert pooled.model.num_scenarios == 1
+    main = train_ranking(split, cfg(), tmp_path, verbose=0, tensorboard=False)
+    assert abs(pooled.info["parameters"] / main.info["parameters"] - 1) < 0.25  # about the same capacity
+
+    sep = train_ranking(split, cfg(), tmp_path, name="separate/c", scenario="c", verbose=0, tensorboard=False)
+    n_c = int((split.train.interactions["scenario"] == "c").sum())
+    assert sep.info["train_examples"] == n_c and sep.model.spec.scenarios == ["c"]
+    users_c = set(split.train.interactions.loc[split.train.interactions["scenario"] == "c", "user_id"])
+    assert set(sep.model.spec.vocabularies["user_id"]) == users_c
+
+
+@pytest.mark.slow
+def test_evaluate_side_by_side_json_table_and_plots(tmp_path):
+    split = make_split(n=2400, seed=3)
+    results = evaluate_ranking(split, cfg(epochs=4), tmp_path, verbose=0)
+    assert results["model_architecture"] == "shared_bottom"
+    for task in ("click", "conversion"):
+        for scenario in ("a", "b", "c", "overall"):
+            methods = results[task][scenario]
+            assert set(methods) == {"model", "pooled", "separate", "oracle"}, (task, scenario)
+            assert set(methods["model"]) >= {"auc", "gauc", "logloss", "ndcg@10"}
+    assert set(results["training"]["separate"]) == {"a", "b", "c"}
+    for s, info in results["training"]["separate"].items():
+        assert info["scenario"] == s and info["scenarios"] == [s]
+    assert results["training"]["pooled"]["pooled"] is True
+    # scenario c reverses the others' taste: the pooled model must get it wrong, the model right
+    c = results["click"]["c"]
+    assert c["model"]["auc"] > 0.6 and c["pooled"]["auc"] < c["model"]["auc"] - 0.1
+    saved = json.loads((tmp_path / "ranking" / "evaluation.json").read_text())
+    assert saved["click"]["a"]["model"]["auc"] == pytest.approx(results["click"]["a"]["model"]["auc"])
+    table = format_ranking_table(results)
+    assert "pooled" in table and "separate" in table and "oracle" in table and "ndcg@10" in table
+    assert "Ranking" in (tmp_path / "report" / "report.md").read_text()
+    paths = plot_ranking(results, tmp_path / "plots")
+    assert [p.name for p in paths] == ["ranking_click_auc.png", "ranking_conversion_auc.png"]
+    assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_savedmodel_signature_round_trip(tmp_path):
+    split = make_split(n=300)
+    res = train_ranking(split, cfg(epochs=1), tmp_path, verbose=0, tensorboard=False)
+    tf.saved_model.save(res.model, str(tmp_path / "sm"), signatures={"serving_default": res.model.serving_function()})
+    loaded = tf.saved_model.load(str(tmp_path / "sm")).signatures["serving_default"]
+    frame = D.build_examples(split.test, cfg())
+    inputs = D.model_inputs(frame, res.model.spec)
+    out = loaded(**{k: tf.constant(v) for k, v in inputs.items()})
+    assert {"click", "conversion", "conversion_given_click"} <= set(out)
+    np.testing.assert_allclose(out["click"].numpy(), predict(res.model, inputs)["click"], rtol=1e-5)
+
+
+def test_positive_only_log_evaluates_sampled_negatives_and_rating(tmp_path):
+    full = tiny_tables(n=900, positives_only=True)
+    inter = full.interactions
+    parts = np.arange(len(inter)) % 5
+    split = types.SimpleNamespace(train=full.with_interactions(inter[parts < 4]), valid=None,
+                                  test=full.with_interactions(inter[parts == 4]), info={})
+    results = evaluate_ranking(split, cfg(epochs=1, negatives_per_positive=2), tmp_path, methods=("model",),
+                               report=False)
+    assert set(k for k in results if k not in ("model_architecture", "targets", "training")) == \
+        {"interaction", "liked", "rating"}
+    assert results["interaction"]["overall"]["model"]["impressions"] == 3 * len(split.test.interactions)
+    assert results["rating"]["overall"]["model"]["impressions"] == len(split.test.interactions)
+    assert results["rating"]["overall"]["model"]["rmse"] > 0
+    assert "oracle" not in results["interaction"]["overall"]
+
+
+class FakeRetrieval:
+    """The three methods the ranking hook uses, with deterministic 2-d embeddings."""
+
+    def query_features(self, users, scenarios, train):
+        return {"user_id": np.asarray(users), "scenario": np.asarray(scenarios)}
+
+    def query_embeddings(self, features):
+        return np.stack([[float(u[1:]), float(s == "a")] for u, s in zip(features["user_id"], features["scenario"])])
+
+    def candidate_embeddings(self, items):
+        return np.stack([[1.0, float(i[1:])] for i in items["item_id"]])
+
+
+def test_retrieval_embeddings_hook_feeds_query_candidate_and_dot(tmp_path):
+    from tfrs_multiscene.ranking.features import retrieval_feature_hook
+
+    split = make_split(n=300)
+    hook = retrieval_feature_hook(FakeRetrieval(), split.train)
+    frame = D.build_examples(split.test, cfg())
+    feats = hook(frame)
+    row = frame.iloc[0]
+    np.testing.assert_allclose(feats["query_embedding"][0], [float(row.user_id[1:]), float(row.scenario == "a")])
+    np.testing.assert_allclose(feats["candidate_embedding"][0], [1.0, float(row.item_id[1:])])
+    res = train_ranking(split, cfg(epochs=1), tmp_path, feature_hook=hook, verbose=0, tensorboard=False)
+    assert res.model.spec.extra == {"query_embedding": 2, "candidate_embedding": 2}
+    out = predict(res.model, D.model_inputs(frame, res.model.spec, feats))
+    assert out["click"].shape == (len(frame),)

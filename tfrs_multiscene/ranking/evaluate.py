@@ -1,0 +1,299 @@
+"""Side-by-side ranking evaluation: the chosen architecture, pooled, separate and oracle.
+
+In one run :func:`evaluate_ranking` trains
+
+* ``model``: the configured architecture on all scenarios;
+* ``pooled``: one scenario-blind model (no scenario feature, a single tower whose widths
+  are multiplied by the number of scenarios, so the capacity is about the same);
+* ``separate``: one model per scenario, each trained on that scenario's examples alone;
+* optionally every architecture in ``compare_architectures`` (e.g. star, mmoe, ple);
+
+and scores the test split. ``oracle`` is the generator's ``true_p_<task>`` (synthetic data).
+For every binary task and scenario (and "overall") it computes AUC, GAUC (per user, weighted
+by impressions), log loss and NDCG@10 of each user's impressions in that scenario.
+
+Result JSON::
+
+  {TASK: {SCENARIO: {METHOD: {"auc", "gauc", "logloss", "ndcg@10", "impressions",
+                              "positive_rate"}}},
+   "model_architecture": "shared_bottom",
+   "architectures": {ARCH: {TASK: {SCENARIO: {...}}}},   # the compared architectures
+   "targets": {...}, "training": {METHOD: info}}
+
+A ``rating`` task gets ``{"rmse": ...}`` per scenario and method instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import weakref
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from tfrs_multiscene.data import schema
+from tfrs_multiscene.evaluation import ranking_metrics as RM
+from tfrs_multiscene.ranking import data as D
+from tfrs_multiscene.ranking.model import RankingModel
+from tfrs_multiscene.ranking.train import FeatureHook, train_ranking
+
+METHODS = ("model", "pooled", "separate", "oracle")
+METRICS = ("auc", "gauc", "logloss", "ndcg@10")
+OVERALL = "overall"
+RESERVED_KEYS = ("model_architecture", "architectures", "targets", "training")
+
+
+_PREDICT_FNS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def predict(model: RankingModel, inputs: dict, batch_size: int = 4096) -> dict:
+    """Model outputs for numpy inputs, batched: ``{output: np.ndarray [N]}``."""
+    n = len(next(iter(inputs.values())))
+    call = _PREDICT_FNS.get(model)
+    if call is None:
+        call = _PREDICT_FNS[model] = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    parts = {}
+    for start in range(0, n, batch_size):
+        out = call({k: tf.constant(v[start:start + batch_size]) for k, v in inputs.items()})
+        for k, v in out.items():
+            parts.setdefault(k, []).append(v.numpy())
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def _task_metrics(task, users, labels, preds, k=10) -> dict:
+    if task == D.RATING_TASK:
+        return {"rmse": float(np.sqrt(np.mean((labels - preds) ** 2))) if len(labels) else float("nan"),
+                "impressions": int(len(labels))}
+    return RM.summarize(users, labels, preds, k=k)
+
+
+def score_table(frame, tasks, predictions: dict, k: int = 10) -> dict:
+    """``{task: {scenario: {method: metrics}}}`` for per-method prediction arrays.
+
+    ``predictions``: method -> {task: np.ndarray aligned with ``frame``}; NaN predictions
+    (e.g. a separate model that does not cover a scenario) are excluded per method.
+    """
+    users = frame[schema.USER_ID].astype(str).to_numpy()
+    scen = frame[schema.SCENARIO].astype(str).to_numpy()
+    group = np.char.add(np.char.add(scen.astype(str), "|"), users.astype(str))
+    out = {}
+    for task in tasks:
+        labels = frame[task].to_numpy(np.float64)
+        mask_all = ~np.isnan(labels)
+        if task == D.RATING_TASK:
+            if D.OBSERVED in frame.columns:
+                mask_all &= frame[D.OBSERVED].to_numpy(np.float64) > 0
+        out[task] = {}
+        for name in [OVERALL, *sorted(np.unique(scen))]:
+            rows = mask_all & ((scen == name) if name != OVERALL else True)
+            out[task][name] = {}
+            for method, preds in predictions.items():
+                if task not in preds:
+                    continue
+                p = np.asarray(preds[task], np.float64)
+                keep = rows & ~np.isnan(p)
+                if not keep.any():
+                    continue
+                groups = group[keep] if name == OVERALL else users[keep]
+                out[task][name][method] = _task_metrics(task, groups, labels[keep], p[keep], k)
+    return out
+
+
+def evaluate_ranking(split, cfg, run_dir, feature_hook: Optional[FeatureHook] = None, *,
+                     methods: Sequence[str] = METHODS, compare_architectures: Sequence[str] = (),
+                     seed: int = 42, verbose: int = 0, candidate_fn=None, report: bool = True) -> dict:
+    """Train the model and the baselines on ``split.train``, score ``split.test``.
+
+    Writes ``<run_dir>/ranking/evaluation.json``, a table and a bar chart per task into the
+    run's report, and returns the result dict (see the module docstring).
+    """
+    unknown = set(methods) - set(METHODS)
+    if unknown or "model" not in methods:
+        raise ValueError(f"methods must include 'model' and come from {METHODS}; got {list(methods)}")
+    run_dir = Path(run_dir)
+    common = dict(feature_hook=feature_hook, seed=seed, verbose=verbose, candidate_fn=candidate_fn)
+    main = train_ranking(split, cfg, run_dir, name="ranking", **common)
+    spec = main.model.spec
+    test = D.build_examples(split.test, cfg, seed=seed + 2, candidate_fn=candidate_fn, tasks=spec.tasks)
+    extra = feature_hook(test) if feature_hook is not None else None
+    tasks = list(spec.tasks)
+
+    def preds_of(model, frame=test, extra_arrays=extra):
+        return predict(model, D.model_inputs(frame, model.spec, extra_arrays))
+
+    predictions = {"model": preds_of(main.model)}
+    training = {"model": main.info}
+    if "pooled" in methods:
+        pooled = train_ranking(split, cfg, run_dir, name="pooled", pooled=True, **common)
+        predictions["pooled"] = preds_of(pooled.model)
+        training["pooled"] = pooled.info
+    if "separate" in methods:
+        sep = {t: np.full(len(test), np.nan) for t in tasks}
+        training["separate"] = {}
+        for scenario in split.train.scenarios:
+            res = train_ranking(split, cfg, run_dir, name=f"separate/{scenario}", scenario=scenario, **common)
+            rows = (test[schema.SCENARIO].astype(str) == scenario).to_numpy()
+            if rows.any():
+                sub_extra = {k: np.asarray(v)[rows] for k, v in extra.items()} if extra else None
+                out = preds_of(res.model, test[rows], sub_extra)
+                for t in tasks:
+                    sep[t][rows] = out[t]
+            training["separate"][scenario] = res.info
+        predictions["separate"] = sep
+    if "oracle" in methods:
+        oracle = {t: test[c].to_numpy(np.float64) for t, c in split.test.true_prob_columns.items()
+                  if t in tasks and c in test.columns}
+        if oracle:
+            predictions["oracle"] = oracle
+    results = score_table(test, tasks, predictions)
+    results["model_architecture"] = cfg.architecture
+
+    arch_results = {}
+    for arch in compare_architectures:
+        if arch == cfg.architecture:
+            continue
+        res = train_ranking(split, dataclasses.replace(cfg, architecture=arch), run_dir, name=f"arch_{arch}", **common)
+        arch_results[arch] = score_table(test, tasks, {arch: preds_of(res.model)})
+        training[f"arch_{arch}"] = res.info
+    if arch_results:
+        results["architectures"] = {a: {t: {s: m[a] for s, m in r[t].items() if a in m} for t in tasks}
+                                    for a, r in arch_results.items()}
+    results["targets"] = check_targets(results)
+    results["training"] = training
+
+    out_dir = run_dir / "ranking"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "evaluation.json").write_text(json.dumps(_jsonable(results), indent=1))
+    if report:
+        _write_report(results, run_dir)
+    return results
+
+
+def check_targets(results: dict, task: str = "click") -> dict:
+    """The issue's targets for ``task``: per scenario model AUC >= pooled and >= separate; the
+    share of the pooled-to-oracle AUC gap the model closes on the scenario where it is widest."""
+    if task not in results:
+        return {}
+    per = {s: m for s, m in results[task].items() if s != OVERALL}
+    out = {"task": task, "per_scenario": {}}
+    widest, widest_gap = None, -math.inf
+    for s, m in per.items():
+        auc = {k: v["auc"] for k, v in m.items()}
+        row = {"model_auc": auc.get("model")}
+        for base in ("pooled", "separate"):
+            if base in auc:
+                row[f"beats_{base}"] = bool(auc["model"] >= auc[base])
+        if "oracle" in auc and "pooled" in auc:
+            gap = auc["oracle"] - auc["pooled"]
+            row["gap_closed"] = (auc["model"] - auc["pooled"]) / gap if gap > 0 else None
+            if gap > widest_gap:
+                widest, widest_gap = s, gap
+        out["per_scenario"][s] = row
+    if widest is not None:
+        out["widest_gap_scenario"] = widest
+        out["widest_gap_closed"] = out["per_scenario"][widest]["gap_closed"]
+    checks = [v for r in out["per_scenario"].values() for k, v in r.items() if k.startswith("beats_")]
+    out["model_beats_baselines_everywhere"] = bool(all(checks)) if checks else None
+    return out
+
+
+def _rows(results: dict):
+    """(task, scenario, method, metrics) for every cell, compared architectures last."""
+    archs = results.get("architectures", {})
+    for task, per in results.items():
+        if task in RESERVED_KEYS:
+            continue
+        for scenario, methods in per.items():
+            for method, metrics in methods.items():
+                yield task, scenario, method, metrics
+            for arch, r in archs.items():
+                if scenario in r.get(task, {}):
+                    yield task, scenario, arch, r[task][scenario]
+
+
+def format_ranking_table(results: dict) -> str:
+    """A plain-text table: one line per task, scenario and method."""
+    lines = [f"ranking evaluation (model = {results.get('model_architecture')})",
+             f"{'task':<11}{'scenario':<12}{'method':<15}" + "".join(f"{m:>9}" for m in (*METRICS, "rmse")) + f"{'n':>8}"]
+    for task, scenario, method, m in _rows(results):
+        cells = "".join(f"{m[k]:>9.4f}" if isinstance(m.get(k), float) and not math.isnan(m[k]) else f"{'-':>9}"
+                        for k in (*METRICS, "rmse"))
+        lines.append(f"{task:<11}{scenario:<12}{method:<15}{cells}{m.get('impressions', 0):>8}")
+    t = results.get("targets") or {}
+    if t.get("widest_gap_scenario"):
+        closed = t["widest_gap_closed"]
+        closed_text = f"{closed:.1%}" if closed is not None else "n/a"
+        lines.append(f"targets ({t['task']} AUC): model >= pooled and separate on every scenario: "
+                     f"{t['model_beats_baselines_everywhere']}; share of the pooled-oracle gap closed on "
+                     f"{t['widest_gap_scenario']} (the widest gap): {closed_text}")
+    return "\n".join(lines)
+
+
+def plot_ranking(results: dict, out_dir) -> list:
+    """One grouped bar chart of AUC per scenario and method for each binary task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    rows = list(_rows(results))
+    for task in dict.fromkeys(r[0] for r in rows):
+        cells = [(s, meth, m) for t, s, meth, m in rows if t == task and "auc" in m]
+        if not cells:
+            continue
+        scenarios = list(dict.fromkeys(s for s, _, _ in cells))
+        methods = list(dict.fromkeys(meth for _, meth, _ in cells))
+        width = 0.8 / len(methods)
+        fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(scenarios) * max(1, len(methods) / 4), 3.8))
+        for j, meth in enumerate(methods):
+            vals = [next((m["auc"] for s2, me, m in cells if s2 == s and me == meth), np.nan) for s in scenarios]
+            ax.bar(np.arange(len(scenarios)) + (j - (len(methods) - 1) / 2) * width, vals, width, label=meth)
+        finite = [m["auc"] for _, _, m in cells if not math.isnan(m["auc"])]
+        if finite:
+            ax.set_ylim(max(0.0, min(finite) - 0.05), min(1.0, max(finite) + 0.03))
+        ax.set_xticks(np.arange(len(scenarios)), scenarios)
+        ax.set(ylabel="AUC", title=f"ranking {task} AUC by scenario")
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        path = out_dir / f"ranking_{task}_auc.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _write_report(results: dict, run_dir: Path) -> None:
+    from tfrs_multiscene.report import Report
+
+    report = Report(run_dir)
+    figures = plot_ranking(results, report.dir)
+    text = "```\n" + format_ranking_table(results) + "\n```\n"
+    curves = [Path(info["curves"]) for info in _infos(results.get("training", {})) if info.get("curves")]
+    report.add("Ranking", text, figures=[*figures, *[c for c in curves if c.exists()][:3]], order=60)
+
+
+def _infos(training: dict):
+    for v in training.values():
+        if isinstance(v, dict) and "name" in v:
+            yield v
+        elif isinstance(v, dict):
+            yield from _infos(v)
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return None if math.isnan(float(obj)) else float(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
