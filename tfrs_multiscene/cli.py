@@ -1,0 +1,121 @@
+"""`tfrs-multiscene`: the command line.
+
+Each subcommand is built from config sections (tfrs_multiscene.config): every flag is a
+field, ``--config FILE`` (YAML/JSON, sections as keys) fills the same fields, and flags win
+over the file. The work itself lives in tfrs_multiscene.workflow and the modules it calls;
+this module only parses, builds configs and dispatches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the CLI
+
+import tfrs_multiscene  # noqa: F401  (Keras 2 for TFRS before TensorFlow loads)
+from tfrs_multiscene import config as C
+
+# command -> (help, {section name in the config file: dataclass})
+COMMANDS = {
+    "generate": ("Write a synthetic multi-scenario data set (three tables + ground truth).",
+                 {"generate": C.GenerateConfig}),
+    "validate": ("Read and validate data; quarantine bad rows; print counts.",
+                 {"data": C.DataConfig}),
+    "train": ("Train retrieval then ranking (or one of them) into a run directory.",
+              {"data": C.DataConfig, "split": C.SplitConfig, "text": C.TextConfig,
+               "retrieval": C.RetrievalConfig, "ranking": C.RankingConfig, "train": C.TrainConfig}),
+    "evaluate": ("Evaluate a run against baselines computed in the same run.",
+                 {"evaluate": C.EvaluateConfig}),
+    "export": ("Export SavedModels in TF Serving's layout (retrieval, ranking, recommender).",
+               {"export": C.ExportConfig}),
+    "serve": ("Serve a model base over TF Serving's REST and gRPC APIs.",
+              {"serve": C.ServeConfig}),
+    "recommend": ("Ask a running server (REST or gRPC) for recommendations.",
+                  {"recommend": C.RecommendConfig}),
+    "demo": ("Generate data, train, evaluate, export, serve one request, print results.",
+             {}),
+    "benchmark": ("Run a benchmark: `benchmark index ...` or `benchmark serving ...`.", {}),
+    "preprocess": ("Apache Beam preprocessing into sharded TFRecords.", {}),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tfrs-multiscene", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=tfrs_multiscene.__version__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_text, sections) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if sections:
+            p.add_argument("--config", dest="config_file", default=None,
+                           help="YAML or JSON file with the sections: " + ", ".join(sections))
+        for section, cls in sections.items():
+            group = p.add_argument_group(section)
+            C.add_arguments(group, cls, section)
+        if name == "demo":
+            p.add_argument("--out", dest="demo_out", default="runs/demo", help="Directory of the demo run.")
+            p.add_argument("--quick", action="store_true", help="Smaller data and fewer epochs (for tests).")
+        if name in ("benchmark", "preprocess"):
+            p.add_argument("args", nargs=argparse.REMAINDER, help="Arguments of the benchmark/pipeline.")
+    return parser
+
+
+def build_configs(args: argparse.Namespace) -> dict:
+    """Sections for ``args.command``: defaults < --config file < flags."""
+    _, sections = COMMANDS[args.command]
+    file_data = C.load_config_file(args.config_file) if getattr(args, "config_file", None) else {}
+    unknown = sorted(set(file_data) - set(sections))
+    if unknown:
+        raise SystemExit(f"error: {args.config_file}: unknown section(s) {unknown} for "
+                         f"`{args.command}`; expected some of {sorted(sections)}")
+    configs = {}
+    for section, cls in sections.items():
+        try:
+            obj = C.from_dict(cls, file_data.get(section, {}), f"{args.config_file}:{section}")
+        except (TypeError, ValueError) as err:
+            raise SystemExit(f"error: {err}") from None
+        configs[section] = C.apply_arguments(obj, args, section)
+    return configs
+
+
+# Commands whose arguments belong to another program (a benchmark script, the Beam pipeline):
+# everything after the command name is handed over untouched.
+PASS_THROUGH = ("benchmark", "preprocess")
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in PASS_THROUGH:
+        from tfrs_multiscene import workflow
+
+        rest = argv[1:]
+        return int(getattr(workflow, f"run_{argv[0]}")(argparse.Namespace(args=rest)) or 0)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    configs = build_configs(args)
+    import logging
+
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notices are not for users
+    from tfrs_multiscene import workflow
+
+    handler = getattr(workflow, f"run_{args.command}")
+    try:
+        return int(handler(args, **configs) or 0)
+    except workflow.UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def run_config_from(configs: dict) -> C.RunConfig:
+    """Assemble a RunConfig from the `train` sections."""
+    fields = {f.name for f in dataclasses.fields(C.RunConfig)}
+    return C.RunConfig(**{k: v for k, v in configs.items() if k in fields})
+
+
+if __name__ == "__main__":
+    sys.exit(main())

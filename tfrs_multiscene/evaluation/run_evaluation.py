@@ -1,0 +1,180 @@
+"""`evaluate`: a trained run against strong baselines, on the run's own held-out split.
+
+For retrieval, the exported two-tower's scores (query tower . candidate tower, the same
+scores the ScaNN index serves) go through ``evaluate_retrieval`` beside popularity,
+item-kNN, EASE (lambda tuned on the validation split), TF-IDF content and the TFRS tutorial
+recipe, all fitted here on the same training split. Cold start is measured on a cold-item
+split: the run's own when it was trained on one, otherwise a cold-item split of the same
+data on which a second two-tower (same configuration) is trained under ``<run>/cold_start``.
+For ranking, ``ranking.evaluate_ranking`` trains the pooled and separate baselines in the
+same run and reads the oracle from the generator's true probabilities where present.
+
+The JSON: ``{"split", "retrieval": {...}, "ranking": {...}, "model_architecture"}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from tfrs_multiscene import config as C
+from tfrs_multiscene.jsonsafe import dump_json, json_safe
+from tfrs_multiscene.data.schema import SCENARIO, USER_ID, Tables
+from tfrs_multiscene.report import Report
+from tfrs_multiscene.run import RunDir
+
+
+def model_score_fn(model, train: Tables, index, items: pd.DataFrame):
+    """``fn(user_rows, scenario) -> [B, n_items]``: the two-tower's dot-product scores.
+
+    Without a scenario (the overall scope) each user is queried in the scenario where they
+    were most active in training, which is how a caller that knows no surface would ask.
+    """
+    candidates = np.asarray(model.candidate_embeddings(items), np.float32)
+    usual = (train.interactions.groupby(USER_ID)[SCENARIO]
+             .agg(lambda s: s.astype(str).value_counts().index[0]))
+    fallback = str(train.interactions[SCENARIO].astype(str).value_counts().index[0])
+
+    def score(rows, scenario: Optional[str]):
+        users = [index.user_ids[r] for r in np.asarray(rows)]
+        scenarios = scenario if scenario is not None else [usual.get(u, fallback) for u in users]
+        queries = model.query_embeddings(model.query_features(users, scenarios, train))
+        return queries @ candidates.T
+
+    return score
+
+
+def _positive_label(tables: Tables, model_cfg) -> Optional[str]:
+    from tfrs_multiscene.retrieval.features import POSITIVE_TASKS
+
+    if getattr(model_cfg, "positive_task", None):
+        return model_cfg.positive_task
+    return next((t for t in POSITIVE_TASKS if t in tables.interactions.columns), None)
+
+
+def _item_texts(items: pd.DataFrame) -> list:
+    from tfrs_multiscene.retrieval.features import item_texts
+
+    return item_texts(items)
+
+
+def _whole(split) -> Tables:
+    parts = [p.interactions for p in (split.train, split.valid, split.test) if p is not None]
+    return split.train.with_interactions(pd.concat(parts, ignore_index=True))
+
+
+def evaluate_retrieval_run(run: RunDir, run_cfg: C.RunConfig, ecfg: C.EvaluateConfig, split,
+                           log=print) -> dict:
+    """Retrieval metrics of the run's model and the baselines on ``split`` (same run)."""
+    from tfrs_multiscene.evaluation.baselines import fit_baselines
+    from tfrs_multiscene.evaluation.interactions import InteractionIndex
+    from tfrs_multiscene.evaluation.retrieval_eval import evaluate_retrieval
+    from tfrs_multiscene.retrieval.checkpoints import load_retrieval
+
+    model = load_retrieval(run.path)
+    train = split.train
+    items = train.items
+    label = _positive_label(train, model.cfg)
+    index = InteractionIndex.from_tables(train)
+    train_matrix = index.matrix(train, "binary", label)
+    valid_matrix = None
+    if split.valid is not None and "ease" in ecfg.baselines:
+        valid_matrix = index.matrix(split.valid, "binary", label, unknown_users="drop")
+    log(f"fitting baselines {ecfg.baselines} on {train_matrix.nnz} training positives")
+    fitted = fit_baselines(train_matrix, _item_texts(items), valid_matrix, list(ecfg.baselines),
+                           ease_lambdas=[float(x) for x in ecfg.ease_lambdas])
+    score_fns = {"model": model_score_fn(model, train, index, items), **fitted}
+    cold_items = split.info.get("test_items") if split.info.get("kind") == "cold_item" else None
+    log("scoring the model and baselines on the test split")
+    results = evaluate_retrieval(score_fns, train, split.test, index, ks=ecfg.ks,
+                                 item_embeddings=_text_table(model, items),
+                                 cold_items=cold_items, positive_label=label, split_info=split.info)
+    if "ease" in fitted:
+        results["split"]["ease_lambda"] = float(fitted["ease"].lam)
+    if cold_items is None and ecfg.cold_start:
+        results["retrieval"]["cold_start"] = cold_start_run(run, run_cfg, ecfg, split, log)
+    return results
+
+
+def _text_table(model, items: pd.DataFrame):
+    """Item text embeddings aligned with ``items`` for intra-list diversity (None if no text)."""
+    table = model.spec.item_text
+    ids = model.spec.item_table_ids
+    if table is None or ids is None:
+        return None
+    pos = pd.Index([str(i) for i in ids]).get_indexer(items["item_id"].astype(str))
+    if (pos < 0).any():
+        return None
+    return np.asarray(table)[pos]
+
+
+def cold_start_run(run: RunDir, run_cfg: C.RunConfig, ecfg: C.EvaluateConfig, split, log=print) -> dict:
+    """Train the same two-tower on a cold-item split of the run's data; compare on cold items."""
+    from tfrs_multiscene.data.splits import make_split
+    from tfrs_multiscene.evaluation.baselines import fit_baselines
+    from tfrs_multiscene.evaluation.interactions import InteractionIndex
+    from tfrs_multiscene.evaluation.retrieval_eval import evaluate_retrieval
+    from tfrs_multiscene.retrieval.train import train_retrieval
+
+    cold_cfg = dataclasses.replace(run_cfg.split, split="cold_item")
+    cold = make_split(_whole(split), cold_cfg)
+    cold_dir = run.path / "cold_start"
+    log(f"cold start: training the two-tower on a cold-item split ({len(cold.info.get('test_items', []))} "
+        f"held-out items) in {cold_dir}")
+    result = train_retrieval(cold, run_cfg.retrieval, cold_dir, text_cfg=run_cfg.text,
+                             seed=run_cfg.train.seed, verbose=0)
+    model = result.model
+    train = cold.train
+    label = _positive_label(train, model.cfg)
+    index = InteractionIndex.from_tables(train)
+    fitted = fit_baselines(index.matrix(train, "binary", label), _item_texts(train.items), None,
+                           ["popularity", "tfidf"])
+    fns = {"model": model_score_fn(model, train, index, train.items), **fitted}
+    out = evaluate_retrieval(fns, train, cold.test, index, ks=ecfg.ks, cold_items=cold.info["test_items"],
+                             positive_label=label, split_info=cold.info)
+    cold_start = out["retrieval"].get("cold_start", {})
+    cold_start["split"] = {"kind": "cold_item", "held_out_items": len(cold.info["test_items"]),
+                           "seed": cold_cfg.seed, "test_fraction": cold_cfg.test_fraction}
+    return cold_start
+
+
+def evaluate_run(ecfg: C.EvaluateConfig, log=print) -> dict:
+    """Evaluate the run in ``ecfg.run_dir``; writes evaluation.json, prints and reports tables."""
+    from tfrs_multiscene.evaluation.retrieval_eval import format_table, plot_retrieval
+
+    run = RunDir(ecfg.run_dir)
+    run_cfg = run.load_config()
+    split = run.load_split()
+    results: dict = {"split": dict(split.info)}
+    report = Report(run.path)
+    if (run.retrieval_dir / "config.json").exists():
+        retrieval = evaluate_retrieval_run(run, run_cfg, ecfg, split, log)
+        results["split"].update(retrieval.get("split", {}))
+        results["retrieval"] = retrieval["retrieval"]
+        table = format_table(retrieval)
+        log(table)
+        figures = plot_retrieval(retrieval, str(report.dir))
+        report.add("Retrieval evaluation", "```\n" + table + "\n```", figures, order=40)
+    if ecfg.ranking and (run.ranking_dir / "spec.json").exists():
+        results.update(evaluate_ranking_run(run, run_cfg, split, log))
+    results = json_safe(results)
+    dump_json(results, run.evaluation_path)
+    return results
+
+
+def evaluate_ranking_run(run: RunDir, run_cfg: C.RunConfig, split, log=print) -> dict:
+    """Ranking metrics of the run's architecture beside pooled, separate and oracle."""
+    from tfrs_multiscene.ranking import evaluate_ranking, format_ranking_table, retrieval_feature_hook
+    from tfrs_multiscene.retrieval.checkpoints import load_retrieval
+
+    hook = None
+    if (run.retrieval_dir / "config.json").exists():
+        hook = retrieval_feature_hook(load_retrieval(run.path), split.train)
+    log("ranking: evaluating the model beside pooled and separate baselines (trained now) and the oracle")
+    ranking = evaluate_ranking(split, run_cfg.ranking, run.path, feature_hook=hook, seed=run_cfg.train.seed)
+    log(format_ranking_table(ranking))
+    architecture = ranking.get("model_architecture", run_cfg.ranking.architecture)
+    return {"ranking": ranking, "model_architecture": architecture}

@@ -1,0 +1,238 @@
+"""What each CLI command does, as plain functions over config sections.
+
+``run_<command>(args, **sections)`` is called by tfrs_multiscene.cli with the parsed
+argparse namespace and the config sections of that command. Each returns an exit code.
+The heavy lifting lives in the data, text, retrieval, ranking, evaluation, export and
+serving packages; these functions sequence them, write the run directory and print what a
+person wants to see.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from tfrs_multiscene import config as C
+
+
+class UserError(Exception):
+    """A problem with the user's input that deserves a one-line message, not a traceback."""
+
+
+# --------------------------------------------------------------------------- data
+
+
+def run_generate(args, generate: C.GenerateConfig) -> int:
+    from tfrs_multiscene.data import synthetic
+    from tfrs_multiscene.data.formats import write_tables
+
+    start = time.time()
+    tables = synthetic.generate(generate)
+    paths = write_tables(tables, generate.out, generate.out_format)
+    print(f"generated in {time.time() - start:.1f}s -> {generate.out}")
+    for table, path in paths.items():
+        print(f"  {table:<13} {path}")
+    print(_scenario_table(tables))
+    return 0
+
+
+def _scenario_table(tables) -> str:
+    inter = tables.interactions
+    lines = [f"{'scenario':<12}{'impressions':>12}{'share':>8}" + "".join(f"{t + ' rate':>17}" for t in tables.tasks)]
+    for name, group in inter.groupby("scenario"):
+        row = f"{name:<12}{len(group):>12}{len(group) / len(inter):>8.1%}"
+        row += "".join(f"{group[t].mean():>17.3f}" for t in tables.tasks)
+        lines.append(row)
+    return "\n".join(lines)
+
+
+def load_data(data: C.DataConfig, quarantine_dir=None):
+    """Validated tables + report, with user-facing errors for unusable input."""
+    from tfrs_multiscene.data.formats import FormatError
+    from tfrs_multiscene.data.loading import DataLayoutError, load_tables
+
+    try:
+        return load_tables(data, quarantine_dir=quarantine_dir)
+    except (DataLayoutError, FormatError, FileNotFoundError) as err:
+        raise UserError(str(err)) from None
+
+
+def run_validate(args, data: C.DataConfig) -> int:
+    tables, report = load_data(data)
+    print(report.format_summary())
+    if not report.balanced():  # the invariant this command exists to show
+        print("internal error: read != used + quarantined", flush=True)
+        return 3
+    code = report.exit_code(strict=data.strict)
+    if code and data.strict and not report.ok:
+        print("--strict: rows were quarantined, exiting with status 1")
+    return code
+
+
+# --------------------------------------------------------------------------- training
+
+
+def run_train(args, **sections) -> int:
+    from tfrs_multiscene.cli import run_config_from
+    from tfrs_multiscene.training import DataRejected, train_run
+
+    run_cfg = run_config_from(sections)
+    if not run_cfg.data.data and not run_cfg.train.examples:
+        raise UserError("train needs --data DIR (tables or a public data set download) or --examples DIR "
+                        "(from `tfrs-multiscene preprocess`); `tfrs-multiscene generate --out DIR` makes a data set")
+    try:
+        summary = train_run(run_cfg)
+    except DataRejected as err:
+        print(f"error: {err}")
+        return 1
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+# --------------------------------------------------------------------------- serving
+
+
+def run_serve(args, serve: C.ServeConfig) -> int:
+    from tfrs_multiscene.serving.server import serve as serve_forever
+
+    if not Path(serve.model_base).is_dir():
+        raise UserError(f"--model-base {serve.model_base}: no such directory (export a run first)")
+    serve_forever(serve)
+    return 0
+
+
+def run_preprocess(args) -> int:
+    from pipelines.beam_preprocess import main as beam_main
+
+    return int(beam_main(list(args.args)) or 0)
+
+
+def run_benchmark(args) -> int:
+    rest = list(args.args)
+    kinds = ("index", "serving", "beam", "text_encoder")
+    if not rest or rest[0] not in kinds:
+        raise UserError(f"usage: tfrs-multiscene benchmark {'|'.join(kinds)} [options]  (each takes --help)")
+    kind, rest = rest[0], rest[1:]
+    bench_dir = Path(__file__).resolve().parent.parent / "benchmarks"
+    import runpy
+    import sys
+
+    script = bench_dir / f"bench_{kind}.py"
+    if not script.exists():
+        raise UserError(f"{script}: benchmark script not found (benchmarks/ ships with the source tree)")
+    sys.argv = [str(script)] + rest
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return 0
+
+
+def write_json(obj, path) -> Path:
+    from tfrs_multiscene.jsonsafe import dump_json
+
+    return dump_json(obj, path)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def run_evaluate(args, evaluate: C.EvaluateConfig) -> int:
+    from tfrs_multiscene.evaluation.run_evaluation import evaluate_run
+    from tfrs_multiscene.run import RunDir
+
+    if not RunDir(evaluate.run_dir).exists():
+        raise UserError(f"--run {evaluate.run_dir}: not a run directory (no config.json); train one first")
+    results = evaluate_run(evaluate)
+    if evaluate.json_out:
+        print(f"wrote {write_json(results, evaluate.json_out)}")
+    print(f"evaluation written to {RunDir(evaluate.run_dir).evaluation_path}; report: "
+          f"{RunDir(evaluate.run_dir).path / 'report' / 'report.md'}")
+    return 0
+
+
+# --------------------------------------------------------------------------- export
+
+
+def data_fingerprint(split_dir) -> str:
+    """sha256 over the run's saved split files: which data a model was trained on."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(split_dir).glob("*")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def export_run(export: C.ExportConfig, log=print) -> dict:
+    """Export the run's models as servables + TF Serving configs; returns {name: path}."""
+    import numpy as np
+
+    from tfrs_multiscene.export.servables import export_from_models
+    from tfrs_multiscene.ranking import load_ranking
+    from tfrs_multiscene.retrieval.checkpoints import load_retrieval
+    from tfrs_multiscene.run import RunDir
+    from tfrs_multiscene.serving.tf_serving_config import ServableSpec, write_serving_configs
+
+    run = RunDir(export.run_dir)
+    if not run.exists():
+        raise UserError(f"--run {export.run_dir}: not a run directory (no config.json); train one first")
+    for part, marker in (("retrieval", run.retrieval_dir / "config.json"), ("ranking", run.ranking_dir / "spec.json")):
+        if not marker.exists():
+            raise UserError(f"--run {export.run_dir}: no trained {part} model ({marker} missing); "
+                            f"run `tfrs-multiscene train --run {export.run_dir} --stages both`")
+    split = run.load_split()
+    retrieval = load_retrieval(run.path)
+    ranking = load_ranking(run.path)
+    train = split.train
+    rng = np.random.default_rng(0)
+    users = train.interactions["user_id"].astype(str).unique()
+    sample = rng.choice(users, size=min(export.tuning_queries, len(users)), replace=False)
+    scenarios = rng.choice(np.asarray(train.scenarios, dtype=object), size=len(sample))
+    queries = retrieval.query_embeddings(retrieval.query_features(list(sample), list(scenarios), train))
+    evaluation = json.loads(run.evaluation_path.read_text()) if run.evaluation_path.exists() else {}
+    metadata = {
+        "run_dir": str(run.path.resolve()),
+        "config": json.loads(run.config_path.read_text()),
+        "data_fingerprint": data_fingerprint(run.split_dir),
+        "metrics": {"retrieval_standard_model": evaluation.get("retrieval", {}).get("standard", {}).get("model", {})},
+    }
+    log(f"exporting servables to {export.model_base} (index: {export.index})")
+    paths = export_from_models(export.model_base, retrieval, ranking, train.items, train.users, export,
+                               sample_queries=queries, metadata=metadata, name_prefix=export.name_prefix)
+    specs = [ServableSpec(name=name, base_path=f"/models/{name}", labels={"stable": int(Path(p).name)})
+             for name, p in paths.items()]
+    config_paths = write_serving_configs(Path(export.model_base) / "serving_config", specs)
+    for name, path in paths.items():
+        log(f"  {name:<22} {path}")
+    log(f"TF Serving configs: {Path(export.model_base) / 'serving_config'}")
+    return {"servables": {k: str(v) for k, v in paths.items()},
+            "serving_config": {k: str(v) for k, v in dict(config_paths).items()} if isinstance(config_paths, dict)
+            else [str(p) for p in config_paths]}
+
+
+def run_export(args, export: C.ExportConfig) -> int:
+    result = export_run(export)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+# --------------------------------------------------------------------------- recommend
+
+
+def run_recommend(args, recommend: C.RecommendConfig) -> int:
+    from tfrs_multiscene.serving.client import ServingClientError, make_client
+    from tfrs_multiscene.serving.recommend import recommend as ask
+
+    if not recommend.user or not recommend.scenario:
+        raise UserError("recommend needs --user and --scenario")
+    client = make_client(recommend.server, timeout=recommend.timeout)
+    try:
+        result = ask(client, recommend.model, recommend.user, recommend.scenario, recommend.k,
+                     recommend.exclude, recommend.history, recommend.features)
+    except (ServingClientError, KeyError) as err:
+        raise UserError(f"{recommend.server}: {err}") from None
+    print(json.dumps(result, indent=2))
+    return 0
