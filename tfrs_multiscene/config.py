@@ -56,6 +56,8 @@ class GenerateConfig:
     topics: int = option(12, "--topics", "Number of latent topics.")
     impressions: int = option(60_000, "--impressions", "Number of impressions across all scenarios.")
     cold_item_fraction: float = option(0.05, "--cold-item-fraction", "Fraction of items introduced only in the test period.")
+    cold_period: float = option(0.1, "--cold-period", "Cold items appear only in this last fraction of the time span (keep it below the temporal split's test fraction).")
+    days: int = option(90, "--days", "Length of the simulated time span in days.")
     seed: int = option(42, "--seed", "Random seed; the same seed gives the same tables.")
 
 
@@ -81,6 +83,8 @@ class TextConfig:
     scratch_dim: int = option(128, "--scratch-dim", "Width of the from-scratch encoder.")
     scratch_layers: int = option(2, "--scratch-layers", "Transformer layers of the from-scratch encoder.")
     embed_batch_size: int = option(256, "--embed-batch-size", "Texts per batch when embedding.")
+    scratch_seed: int = option(42, "--scratch-seed", "Seed of the from-scratch encoder's initial weights.")
+    text_weights_sha256: Optional[str] = option(None, "--text-weights-sha256", "Expected sha256 of the weights file of a --text-encoder PATH directory; refused if it differs.")
 
 
 @dataclasses.dataclass
@@ -100,6 +104,14 @@ class RetrievalConfig:
     history_length: int = option(20, "--history-length", "Recent items pooled into the query tower.")
     l2_regularization: float = option(0.0, "--l2-regularization", "L2 penalty on embeddings.")
     warm_start: Optional[str] = option(None, "--warm-start", "Run directory whose model continues training on new data.")
+    feature_dim: int = option(64, "--feature-dim", "Width of each tower part (id, history, category and text embeddings) before the head.")
+    hidden_units: list = option([], "--hidden-units", "Hidden ReLU layer widths of each tower's head (empty: a linear head).")
+    use_user_id: bool = option(False, "--use-user-id", "Include the user id embedding in the query tower (off by default: on sparse users it overfits; history carries the user).")
+    share_item_embeddings: bool = option(True, "--share-item-embeddings", "History items use the candidate tower's item id (and text) embeddings.")
+    history_sampling: str = option("recent", "--history-sampling", "Training history per example: the user's most recent other positives, or a random subset of them each epoch.", choices=("recent", "random"))
+    positive_task: Optional[str] = option(None, "--positive-task", "Label column marking a positive (default: click/liked/... when present, else every interaction).")
+    validate_every: int = option(1, "--validate-every", "Compute validation Recall@K every N epochs (0: never).")
+    restore_best: bool = option(True, "--restore-best", "End with the weights of the epoch with the best validation Recall@10 (when validating).")
 
 
 @dataclasses.dataclass
@@ -115,9 +127,18 @@ class RankingConfig:
     task_weights: dict = option({}, "--task-weights", "Per-task loss weights as JSON, e.g. '{\"click\": 1, \"conversion\": 0.5}'.")
     balance_scenarios: bool = option(True, "--balance-scenarios", "Weight examples so small scenarios are not drowned.")
     negatives_per_positive: int = option(4, "--negatives-per-positive", "Sampled negatives for positive-only logs.")
-    epochs: int = option(5, "--ranking-epochs", "Ranking training epochs.")
+    epochs: int = option(8, "--ranking-epochs", "Ranking training epochs.")
     batch_size: int = option(512, "--ranking-batch-size", "Ranking training batch size.")
-    learning_rate: float = option(0.003, "--ranking-learning-rate", "Ranking Adam learning rate.")
+    learning_rate: float = option(0.001, "--ranking-learning-rate", "Ranking Adam learning rate.")
+    embedding_dim: int = option(16, "--ranking-embedding-dim", "Width of id, categorical, scenario, context and text-token embeddings.")
+    dropout: float = option(0.3, "--ranking-dropout", "Dropout after each hidden layer.")
+    dot_interactions: bool = option(True, "--dot-interactions", "Add the pairwise dot products of the embedding fields (DLRM-style) to the bottom's input.")
+    scenario_weight_power: float = option(0.5, "--scenario-weight-power", "With --balance-scenarios, example weight ~ n_scenario^-power (1: equal total weight per scenario, 0.5: square-root tempered).")
+    negative_source: str = option("catalogue", "--ranking-negatives", "Where negatives come from for positive-only logs.", choices=("catalogue", "retrieval"))
+    liked_threshold: float = option(4.0, "--ranking-liked-threshold", "Ratings at or above this make the 'liked' label 1 when the data has ratings but no label.")
+    rating_task: bool = option(True, "--rating-task", "Add an MSE 'rating' task when the interactions have a rating column.")
+    early_stopping: int = option(2, "--ranking-early-stopping", "Stop after this many epochs without validation-loss improvement and keep the best weights (0: off).")
+    warm_start: Optional[str] = option(None, "--ranking-warm-start", "Run directory whose ranking model (weights and vocabularies) continues training.")
 
 
 @dataclasses.dataclass
@@ -134,10 +155,15 @@ class TrainConfig:
 class ExportConfig:
     """SavedModels in TF Serving's layout."""
 
+    run_dir: str = option("runs/latest", "--run", "Run directory written by `train`.")
+    name_prefix: str = option("", "--name-prefix", "Prefix of the servable names (e.g. 'shop_').")
     model_base: str = option("models", "--out", "Model base path: <base>/<name>/<version>/.")
-    index: str = option("scann", "--index", "Retrieval index inside the graph.", choices=("scann", "brute_force"))
+    index: str = option("scann", "--index", "Retrieval index inside the graph (ivf: approximate, stock TF ops).", choices=("scann", "brute_force", "ivf"))
+    stock_index: str = option("ivf", "--stock-index", "With --index scann, also export <name>_stock servables with this stock-op index (stock TF Serving lacks ScaNN ops); 'none' to skip.", choices=("ivf", "brute_force", "none"))
+    default_k: int = option(10, "--default-k", "Results returned by the serving_default signatures (other signatures take k per request).")
+    tuning_queries: int = option(1000, "--tuning-queries", "Sample queries for tuning the approximate index against exact search.")
     top_k: int = option(100, "--top-k", "Depth the index is built for.")
-    target_recall: float = option(0.95, "--target-recall", "Recall@10 against exact search the tuned ScaNN index must reach.")
+    target_recall: float = option(0.95, "--target-recall", "Recall@10 against exact search the tuned ScaNN / IVF index must reach.")
     candidates: int = option(200, "--candidates", "Retrieval candidates ranked by the recommender servable.")
 
 
@@ -152,6 +178,49 @@ class ServeConfig:
     poll_seconds: float = option(2.0, "--poll-seconds", "How often to look for new versions.")
     max_batch: int = option(1024, "--max-batch", "Largest number of instances accepted in one request.")
     max_request_bytes: int = option(8 << 20, "--max-request-bytes", "Largest request body accepted.")
+    model_config_file: Optional[str] = option(None, "--model-config-file", "TF Serving models.config (model_config_list: version policy, labels); relative base paths are under --model-base. Default: every model under --model-base, latest version.")
+    grpc_workers: int = option(8, "--grpc-workers", "Threads answering gRPC requests.")
+
+
+@dataclasses.dataclass
+class EvaluateConfig:
+    """What `evaluate` computes and where it writes."""
+
+    run_dir: str = option("runs/latest", "--run", "Run directory written by `train`.")
+    json_out: Optional[str] = option(None, "--json", "Write the evaluation JSON here (also written as <run>/evaluation.json).")
+    ks: list = option([10, 20, 50, 100], "--ks", "Cut-offs K for Recall/NDCG/HitRate/coverage.")
+    baselines: list = option(["popularity", "item_knn", "ease", "tfidf", "tfrs_tutorial"], "--baselines", "Baselines computed in the same run.")
+    ease_lambdas: list = option([50.0, 100.0, 300.0, 1000.0], "--ease-lambdas", "EASE lambdas tried on the validation split.")
+    cold_start: bool = option(True, "--cold-start", "Also evaluate on a cold-item split (trains a model on it).")
+    ranking: bool = option(True, "--evaluate-ranking", "Evaluate the ranking model against pooled / separate / oracle.")
+
+
+@dataclasses.dataclass
+class RecommendConfig:
+    """A request to a running server (`recommend --server URL`)."""
+
+    server: str = option("http://127.0.0.1:8501", "--server", "Server URL: http://host:8501 (REST) or grpc://host:8500.")
+    model: str = option("recommender", "--model-name", "Servable name.")
+    user: str = option("", "--user", "User id.")
+    scenario: str = option("", "--scenario", "Scenario of the request.")
+    k: int = option(10, "--k", "How many items to return.")
+    exclude: list = option([], "--exclude", "Item ids not to recommend (e.g. already seen).")
+    history: list = option([], "--history", "The user's recent item ids, oldest first.")
+    features: dict = option({}, "--features", "Other request features as JSON, e.g. '{\"age_bucket\": \"25-34\"}'.")
+    timeout: float = option(10.0, "--timeout", "Seconds per attempt.")
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Everything `train` needs; written to <run>/config.json."""
+
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    generate: GenerateConfig = dataclasses.field(default_factory=GenerateConfig)
+    split: SplitConfig = dataclasses.field(default_factory=SplitConfig)
+    text: TextConfig = dataclasses.field(default_factory=TextConfig)
+    retrieval: RetrievalConfig = dataclasses.field(default_factory=RetrievalConfig)
+    ranking: RankingConfig = dataclasses.field(default_factory=RankingConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
 
 
 # --------------------------------------------------------------------------- loading
@@ -238,6 +307,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls, dest_prefix: str) -> Non
             kwargs["type"] = args[0] if args else str
         kwargs["help"] += f" (default: {default})"
         parser.add_argument(meta["flag"], **kwargs)
+        if hint is bool:  # --x / --x false / --no-x all set the same field
+            parser.add_argument("--no-" + meta["flag"][2:], dest=dest, action="store_const", const=False,
+                                default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 def _list_item_type(default):
