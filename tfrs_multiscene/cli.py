@@ -36,7 +36,7 @@ COMMANDS = {
     "recommend": ("Ask a running server (REST or gRPC) for recommendations.",
                   {"recommend": C.RecommendConfig}),
     "demo": ("Generate data, train, evaluate, export, serve one request, print results.",
-             {}),
+             {"demo": C.DemoConfig}),
     "benchmark": ("Run a benchmark: `benchmark index ...` or `benchmark serving ...`.", {}),
     "preprocess": ("Apache Beam preprocessing into sharded TFRecords.", {}),
 }
@@ -54,9 +54,6 @@ def build_parser() -> argparse.ArgumentParser:
         for section, cls in sections.items():
             group = p.add_argument_group(section)
             C.add_arguments(group, cls, section)
-        if name == "demo":
-            p.add_argument("--out", dest="demo_out", default="runs/demo", help="Directory of the demo run.")
-            p.add_argument("--quick", action="store_true", help="Smaller data and fewer epochs (for tests).")
         if name in ("benchmark", "preprocess"):
             p.add_argument("args", nargs=argparse.REMAINDER, help="Arguments of the benchmark/pipeline.")
     return parser

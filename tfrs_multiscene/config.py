@@ -211,6 +211,15 @@ class RecommendConfig:
 
 
 @dataclasses.dataclass
+class DemoConfig:
+    """`demo`: the whole product on an embedded synthetic world."""
+
+    out: str = option("runs/demo", "--out", "Directory of the demo (data, run, models, report).")
+    quick: bool = option(False, "--quick", "A smaller world and fewer epochs (for tests and a first look).")
+    index: str = option("scann", "--demo-index", "Index of the exported retrieval servables.", choices=("scann", "brute_force", "ivf"))
+
+
+@dataclasses.dataclass
 class RunConfig:
     """Everything `train` needs; written to <run>/config.json."""
 

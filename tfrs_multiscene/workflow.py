@@ -236,3 +236,14 @@ def run_recommend(args, recommend: C.RecommendConfig) -> int:
         raise UserError(f"{recommend.server}: {err}") from None
     print(json.dumps(result, indent=2))
     return 0
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def run_demo(args, demo: C.DemoConfig) -> int:
+    from tfrs_multiscene.demo import run_demo as demo_main
+
+    result = demo_main(demo)
+    write_json(result, Path(demo.out) / "demo_result.json")
+    return 0
