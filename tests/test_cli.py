@@ -1,0 +1,112 @@
+"""The command line: config mapping, generate/validate, the Keras guard and the demo end to end."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tfrs_multiscene import cli
+from tfrs_multiscene import config as C
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_flag_maps_to_one_config_field():
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, (_, sections) in cli.COMMANDS.items():
+        dests = {a.dest for a in sub.choices[name]._actions if a.dest not in ("help", "config_file", "args")}
+        fields = {f"{s}.{f.name}" for s, cls in sections.items() for f in C.dataclasses.fields(cls)
+                  if "flag" in f.metadata}
+        assert dests == fields, name
+
+
+def test_config_file_then_flags_override(tmp_path):
+    cfg_file = tmp_path / "run.yaml"
+    cfg_file.write_text("retrieval:\n  epochs: 7\n  temperature: 0.2\nsplit:\n  split: temporal\n")
+    args = cli.build_parser().parse_args(["train", "--config", str(cfg_file), "--epochs", "3", "--no-logq-correction"])
+    configs = cli.build_configs(args)
+    assert configs["retrieval"].epochs == 3            # the flag wins over the file
+    assert configs["retrieval"].temperature == 0.2     # the file wins over the default
+    assert configs["retrieval"].logq_correction is False
+    assert configs["split"].split == "temporal"
+    assert configs["ranking"] == C.RankingConfig()
+
+
+def test_config_file_with_unknown_field_names_it(tmp_path):
+    cfg_file = tmp_path / "run.json"
+    cfg_file.write_text(json.dumps({"retrieval": {"epochz": 3}}))
+    args = cli.build_parser().parse_args(["train", "--config", str(cfg_file)])
+    with pytest.raises(SystemExit, match="epochz"):
+        cli.build_configs(args)
+
+
+def test_generate_then_validate(tmp_path, capsys):
+    out = tmp_path / "data"
+    assert cli.main(["generate", "--out", str(out), "--users", "120", "--items", "80",
+                     "--impressions", "2000", "--out-format", "parquet"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["interactions.parquet", "items.parquet", "users.parquet"]
+    assert cli.main(["validate", "--data", str(out), "--strict"]) == 0
+    text = capsys.readouterr().out
+    assert "read = used + quarantined: " in text and "OK" in text
+
+
+def test_validate_strict_fails_on_quarantined_rows(tmp_path, capsys):
+    src = ROOT / "tests" / "fixtures" / "movielens-100k-corrupted"
+    code = cli.main(["validate", "--data", str(src), "--format", "movielens-100k", "--strict",
+                     "--quarantine-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "u.data:301 [rating]" in out
+    assert (tmp_path / "quarantine_interactions.csv").exists()
+
+
+def test_train_without_data_is_a_clear_error(tmp_path, capsys):
+    assert cli.main(["train", "--run", str(tmp_path / "run")]) == 2
+    assert "train needs --data" in capsys.readouterr().err
+
+
+def test_recommend_against_no_server_is_a_clear_error(capsys):
+    code = cli.main(["recommend", "--server", "http://127.0.0.1:9", "--user", "u1", "--scenario", "search",
+                     "--timeout", "1"])
+    assert code == 2
+    assert "127.0.0.1:9" in capsys.readouterr().err
+
+
+def test_import_after_keras3_tensorflow_says_what_to_do():
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    code = "import tensorflow as tf; tf.keras.layers; import tfrs_multiscene"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "TF_USE_LEGACY_KERAS=1" in proc.stderr and "import tfrs_multiscene before tensorflow" in proc.stderr
+
+
+def test_import_first_makes_tfrs_usable():
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    code = ("import tfrs_multiscene, tensorflow as tf, tensorflow_recommenders as tfrs; "
+            "print(tf.keras.__name__)")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().startswith("tf_keras")
+
+
+@pytest.mark.slow
+def test_demo_quick_end_to_end(tmp_path):
+    """`tfrs-multiscene demo --quick`: every stage runs and the outputs are where a user looks."""
+    out = tmp_path / "demo"
+    proc = subprocess.run([sys.executable, "-m", "tfrs_multiscene.cli", "demo", "--quick", "--out", str(out),
+                           "--demo-index", "brute_force"], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((out / "demo_result.json").read_text())
+    assert result["rest"]["ids"] and result["rest"]["ids"] == result["grpc"]["ids"]
+    standard = result["evaluation"]["retrieval"]["standard"]
+    assert {"model", "popularity", "item_knn", "ease", "tfidf", "tfrs_tutorial"} <= set(standard)
+    assert set(result["evaluation"]["ranking"]["click"]["overall"]) >= {"model", "pooled", "separate", "oracle"}
+    assert (out / "models" / "recommender" / "1" / "saved_model.pb").exists()
+    assert (out / "models" / "serving_config" / "models.config").exists()
+    report = (out / "run" / "report" / "report.md").read_text()
+    assert "Retrieval evaluation" in report and ".png" in report
+    assert "REST and gRPC agree: True" in proc.stdout
