@@ -1,0 +1,162 @@
+"""The TFRS two-tower retrieval model: towers + ``tfrs.tasks.Retrieval``.
+
+Score of (query, item) = dot product of the query tower's and the candidate tower's outputs
+(cosine when ``l2_normalize``). Training: in-batch softmax with temperature, log-Q
+correction from training item frequencies, optional removal of accidental hits (same item
+as the positive elsewhere in the batch) and hard-negative mining, sample weights from the
+data.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+import tfrs_multiscene  # noqa: F401  (Keras 2 behind tf.keras)
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from tfrs_multiscene.config import RetrievalConfig
+from tfrs_multiscene.data import schema
+from tfrs_multiscene.retrieval import features as F
+from tfrs_multiscene.retrieval.towers import (CandidateTower, FrozenTextEmbedding, IdEmbedding,
+                                              QueryTower, _regularizer)
+
+#: Keys of a training batch (see ``train.make_training_dataset``).
+QUERY, CANDIDATE, WEIGHT, ITEM_ROW, PROBABILITY = "query", "candidate", "weight", "item_row", "probability"
+
+
+class RetrievalModel(tfrs.Model):
+    """Two towers and the retrieval task.
+
+    Attributes:
+      spec: the :class:`~tfrs_multiscene.retrieval.features.FeatureSpec` it was built from.
+      cfg: its :class:`RetrievalConfig`.
+      query_model: tf-keras model, raw query dict -> [B, D].
+      candidate_model: tf-keras model, raw candidate dict -> [B, D].
+    """
+
+    def __init__(self, spec: F.FeatureSpec, cfg: RetrievalConfig,
+                 encoder_factory: Optional[Callable] = None):
+        super().__init__()
+        self.spec = spec
+        self.cfg = cfg
+        item_id = IdEmbedding(spec.item_ids, cfg.feature_dim, cfg.id_dropout, _regularizer(cfg),
+                              name="item_id")
+        self.candidate_model = CandidateTower(spec, cfg, item_embedding=item_id,
+                                              encoder_factory=encoder_factory, name="candidate_tower")
+        if cfg.share_item_embeddings:
+            history_items = item_id
+            history_text = self.candidate_model.text if isinstance(self.candidate_model.text, FrozenTextEmbedding) else None
+        else:
+            history_items = IdEmbedding(spec.item_ids, cfg.feature_dim, 0.0, _regularizer(cfg), name="history_item_id")
+            history_text = (FrozenTextEmbedding(spec.item_table_ids, spec.item_text, cfg.feature_dim, name="history_text")
+                            if spec.item_text is not None else None)
+        self.query_model = QueryTower(spec, cfg, history_items=history_items, history_text=history_text,
+                                      encoder_factory=encoder_factory, name="query_tower")
+        self.task = tfrs.tasks.Retrieval(
+            temperature=cfg.temperature if cfg.temperature and cfg.temperature > 0 else None,
+            num_hard_negatives=cfg.hard_negatives or None,
+            remove_accidental_hits=cfg.remove_accidental_hits,
+        )
+
+    # ------------------------------------------------------------------ training
+
+    def compute_loss(self, features, training=False):
+        query = self.query_model(features[QUERY], training=training)
+        candidate = self.candidate_model(features[CANDIDATE], training=training)
+        return self.task(
+            query, candidate,
+            sample_weight=features.get(WEIGHT),
+            candidate_sampling_probability=features[PROBABILITY] if self.cfg.logq_correction else None,
+            candidate_ids=features[ITEM_ROW] if self.cfg.remove_accidental_hits else None,
+            compute_metrics=False, compute_batch_metrics=False,
+        )
+
+    # ------------------------------------------------------------------ inference
+
+    def build_towers(self) -> "RetrievalModel":
+        """Create every variable by running both towers once on a dummy row."""
+        users = self.spec.user_ids[:1] or ["?"]
+        query = {F.USER_ID: tf.constant(users), F.SCENARIO: tf.constant(["?"]),
+                 F.HISTORY: tf.constant([[F.PAD]])}
+        query.update({c: tf.constant(["?"]) for c in self.spec.user_categorical})
+        cand = {F.ITEM_ID: tf.constant(["?"])}
+        cand.update({c: tf.constant(["?"]) for c in self.spec.item_categorical})
+        self.query_model(query)
+        self.candidate_model(cand)
+        return self
+
+    def query_embeddings(self, features: dict, batch_size: int = 4096) -> np.ndarray:
+        """Query tower outputs [B, D] for raw query features (dict of arrays)."""
+        return _batched(self.query_model, features, batch_size)
+
+    def candidate_embeddings(self, items: pd.DataFrame, batch_size: int = 4096) -> np.ndarray:
+        """Candidate tower outputs [I, D] for the rows of an item frame."""
+        return _batched(self.candidate_model,
+                        F.candidate_features(items, list(self.spec.item_categorical)), batch_size)
+
+    def query_features(self, users, scenario, train: schema.Tables) -> dict:
+        """Raw query features for ``users`` with histories from the training split."""
+        return F.query_features_for(users, scenario, train, self.spec.history_length,
+                                    list(self.spec.user_categorical), self.cfg.positive_task)
+
+    def score(self, users, scenario, train: schema.Tables, items: Optional[pd.DataFrame] = None) -> np.ndarray:
+        """Scores [len(users), n_items] over ``items`` (default: the training item table)."""
+        items = train.items if items is None else items
+        return self.query_embeddings(self.query_features(users, scenario, train)) @ \
+            self.candidate_embeddings(items).T
+
+    def score_fn(self, train: schema.Tables, item_ids: Sequence[str], user_ids: Sequence[str]) -> Callable:
+        """``fn(user_rows, scenario) -> float[B, len(item_ids)]`` for the evaluation module.
+
+        ``user_ids[r]`` is the user of row ``r`` and ``item_ids`` the score columns (e.g. an
+        ``InteractionIndex``'s); histories come from ``train``. ``scenario=None`` scores with
+        the OOV ("any scenario") row. Candidate embeddings are computed once.
+        """
+        items = train.items.set_index(train.items[F.ITEM_ID].astype(str), drop=False)
+        missing = set(map(str, item_ids)) - set(items.index)
+        if missing:
+            raise ValueError(f"{len(missing)} item ids are not in the item table, e.g. {sorted(missing)[:3]}")
+        candidates = self.candidate_embeddings(items.loc[[str(i) for i in item_ids]])
+        queries = self.query_features(list(user_ids), F.PAD, train)
+
+        def fn(user_rows, scenario=None):
+            rows = np.asarray(user_rows, dtype=np.int64)
+            feats = {k: v[rows] for k, v in queries.items()}
+            feats[F.SCENARIO] = np.full(len(rows), F.PAD if scenario is None else str(scenario), dtype=object)
+            return self.query_embeddings(feats) @ candidates.T
+
+        return fn
+
+
+def _batched(model, features: dict, batch_size: int) -> np.ndarray:
+    n = len(next(iter(features.values())))
+    if n == 0:
+        return np.zeros((0, model.head.out.units), np.float32)
+    outs = []
+    for start in range(0, n, batch_size):
+        chunk = {k: tf.constant(np.asarray(v[start:start + batch_size]).astype(str)) for k, v in features.items()}
+        outs.append(model(chunk, training=False).numpy())
+    return np.concatenate(outs)
+
+
+def build_retrieval_model(train: schema.Tables, cfg: RetrievalConfig, text: Optional[dict] = None,
+                          base_spec: Optional[F.FeatureSpec] = None,
+                          encoder_factory: Optional[Callable] = None) -> RetrievalModel:
+    """Build (untrained) towers for the training split ``train``.
+
+    Args:
+      train: the training :class:`Tables` (vocabularies, item frequencies, text tables).
+      cfg: model and training settings.
+      text: frozen mode: ``{"item_embeddings": [n_items, T], "user_embeddings": [n_users, T]}``
+        aligned with ``train.items`` / ``train.users`` rows; finetune mode:
+        ``{"item_texts": [...], "user_texts": [...]}`` plus ``encoder_factory``. Either key
+        may be missing (that text part is then left out); None: no text.
+      base_spec: warm start: vocabularies to extend (old ids keep their rows).
+      encoder_factory: zero-argument callable returning a fresh ``KerasHubLayer``.
+    """
+    spec = F.FeatureSpec.from_tables(train, cfg.history_length, text, base_spec, cfg.positive_task)
+    return RetrievalModel(spec, cfg, encoder_factory).build_towers()

@@ -1,0 +1,300 @@
+"""Training the two-tower model: tf.data from Tables, fit with checkpoints, resume, warm start.
+
+``train_retrieval(split, cfg, run_dir)`` trains on ``split.train``'s positives, validates
+Recall@K / NDCG@K on ``split.valid`` (seen items excluded), saves a checkpoint every epoch,
+writes TensorBoard logs and ``history.json``, and resumes from the latest checkpoint when
+``run_dir`` already holds an unfinished run. ``cfg.warm_start = RUN_DIR`` starts from that
+run's weights, extending its vocabularies with the new ids.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Callable, Optional
+
+import numpy as np
+import pandas as pd
+
+import tfrs_multiscene  # noqa: F401
+import tensorflow as tf
+
+from tfrs_multiscene.config import RetrievalConfig, TextConfig
+from tfrs_multiscene.data import schema
+from tfrs_multiscene.retrieval import checkpoints as C
+from tfrs_multiscene.retrieval import features as F
+from tfrs_multiscene.retrieval.model import (CANDIDATE, ITEM_ROW, PROBABILITY, QUERY, WEIGHT,
+                                             RetrievalModel, build_retrieval_model)
+
+log = logging.getLogger(__name__)
+
+#: History rows kept per user when histories are sampled at random each epoch.
+RANDOM_HISTORY_POOL = 200
+
+
+@dataclasses.dataclass
+class RetrievalResult:
+    """What :func:`train_retrieval` returns.
+
+    Attributes:
+      model: the trained :class:`RetrievalModel`.
+      history: per-epoch lists (``loss``, ``val_recall_at_10``, ``examples_per_second``, ...).
+      info: facts of the run (examples, resumed_from_epoch, warm start counts, seconds, ...).
+    """
+
+    model: RetrievalModel
+    history: dict
+    info: dict
+
+
+# ---------------------------------------------------------------------- data
+
+
+def make_training_dataset(spec: F.FeatureSpec, train: schema.Tables, cfg: RetrievalConfig,
+                          seed: int = 42, shuffle: bool = True) -> tuple:
+    """(tf.data.Dataset of training batches, number of examples) from the positives.
+
+    Each batch is ``{"query": {...}, "candidate": {...}, "weight": [B], "item_row": [B],
+    "probability": [B]}``; the query's ``history`` [B, L] is the user's other training
+    positives (the target excluded): the most recent ones, or a random subset re-drawn each
+    epoch (``cfg.history_sampling == "random"``).
+    """
+    pos = F.positive_interactions(train, cfg.positive_task)
+    item_index = pd.Index(spec.item_table_ids)
+    item_row = item_index.get_indexer(pos[F.ITEM_ID].astype(str))
+    if (item_row < 0).any():
+        raise ValueError(f"{int((item_row < 0).sum())} training interactions name items missing "
+                         "from the item table")
+    length = spec.history_length
+    pool = length + 1 if cfg.history_sampling == "recent" else max(RANDOM_HISTORY_POOL, length + 1)
+    histories = F.UserHistories(pos, spec.item_table_ids, pool)
+    users = pos[F.USER_ID].astype(str).to_numpy()
+    weights = (pos[schema.WEIGHT].to_numpy(np.float32) if schema.WEIGHT in pos.columns
+               else np.ones(len(pos), np.float32))
+    query = {F.USER_ID: users, F.SCENARIO: pos[F.SCENARIO].astype(str).to_numpy()}
+    for col in spec.user_categorical:
+        query[col] = F.column_values(train.users, F.USER_ID, users, col).astype(str)
+    item_ids = pos[F.ITEM_ID].astype(str).to_numpy()
+    candidate = {F.ITEM_ID: item_ids}
+    for col in spec.item_categorical:
+        candidate[col] = F.column_values(train.items, F.ITEM_ID, item_ids, col).astype(str)
+    tensors = {
+        QUERY: query, CANDIDATE: candidate, WEIGHT: weights,
+        ITEM_ROW: item_row.astype(np.int64),
+        PROBABILITY: spec.candidate_probability()[item_row],
+        "_user_row": histories.rows(users),
+    }
+    hist_matrix = tf.constant(histories.matrix)
+    strings = tf.constant(np.asarray([F.PAD] + list(spec.item_table_ids)))
+    random_order = cfg.history_sampling == "random"
+
+    def add_history(batch):
+        rows = tf.gather(hist_matrix, tf.maximum(batch.pop("_user_row"), 0))
+        valid = (rows >= 0) & tf.not_equal(rows, tf.cast(batch[ITEM_ROW], rows.dtype)[:, None])
+        if random_order:
+            keys = tf.random.uniform(tf.shape(rows))
+        else:
+            keys = tf.cast(tf.broadcast_to(tf.range(tf.shape(rows)[1]), tf.shape(rows)), tf.float32)
+        keys = tf.where(valid, keys, tf.fill(tf.shape(keys), np.inf))
+        order = tf.argsort(keys, axis=1, stable=True)[:, :length]
+        picked = tf.gather(rows, order, batch_dims=1)
+        ok = tf.gather(valid, order, batch_dims=1)
+        batch[QUERY][F.HISTORY] = tf.gather(strings, tf.where(ok, picked + 1, 0))
+        return batch
+
+    ds = tf.data.Dataset.from_tensor_slices(tensors)
+    if shuffle:
+        ds = ds.shuffle(len(pos), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(cfg.batch_size).map(add_history, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE), len(pos)
+
+
+# ---------------------------------------------------------------------- validation
+
+
+def evaluate_model(model: RetrievalModel, train: schema.Tables, test: schema.Tables,
+                   ks=(10,), max_queries: Optional[int] = None) -> dict:
+    """Recall@K / NDCG@K of ``model`` on ``test``'s positives, training items excluded.
+
+    One query per (user, scenario) of the test positives; its relevant items are that
+    user's test positives in that scenario; its history and seen items come from ``train``.
+    """
+    from tfrs_multiscene.evaluation import metrics as M
+
+    pos = F.positive_interactions(test, model.cfg.positive_task)
+    if pos.empty:
+        return {}
+    pairs = pos[[F.USER_ID, F.SCENARIO]].astype(str).drop_duplicates()
+    if max_queries is not None and len(pairs) > max_queries:
+        pairs = pairs.sample(max_queries, random_state=0)
+    items = pd.Index(train.items[F.ITEM_ID].astype(str))
+    scores = model.score(pairs[F.USER_ID].tolist(), pairs[F.SCENARIO].tolist(), train)
+    train_pos = F.positive_interactions(train, model.cfg.positive_task)
+    seen = _query_item_matrix(pairs, train_pos, items, by_scenario=False)
+    relevant = _query_item_matrix(pairs, pos, items, by_scenario=True)
+    ranked = M.top_k_excluding_seen(scores, seen, k=max(ks))
+    out = {}
+    for k in ks:
+        out[f"recall_at_{k}"] = float(np.nanmean(M.recall_at_k(ranked, relevant, k)))
+        out[f"ndcg_at_{k}"] = float(np.nanmean(M.ndcg_at_k(ranked, relevant, k)))
+    return out
+
+
+def _query_item_matrix(pairs, frame, items, by_scenario):
+    """Sparse 0/1 [len(pairs), len(items)]: ``frame``'s items of each (user, scenario) query
+    (of the user in any scenario unless ``by_scenario``)."""
+    import scipy.sparse as sp
+
+    keys = [F.USER_ID, F.SCENARIO] if by_scenario else [F.USER_ID]
+    query_row = pd.Series(np.arange(len(pairs)))
+    left = pairs.reset_index(drop=True).assign(_q=query_row)
+    right = frame[[F.USER_ID, F.SCENARIO, F.ITEM_ID]].astype(str)
+    merged = left[keys + ["_q"]].merge(right[keys + [F.ITEM_ID]], on=keys)
+    cols = items.get_indexer(merged[F.ITEM_ID])
+    keep = cols >= 0
+    m = sp.csr_matrix((np.ones(keep.sum()), (merged["_q"].to_numpy()[keep], cols[keep])),
+                      shape=(len(pairs), len(items)))
+    m.data[:] = 1.0
+    return m
+
+
+class ValidationCallback(tf.keras.callbacks.Callback):
+    """Adds ``val_recall_at_K`` / ``val_ndcg_at_K`` to the logs every ``every`` epochs."""
+
+    def __init__(self, model: RetrievalModel, train, valid, every: int = 1, k: int = 10,
+                 max_queries: int = 5000):
+        super().__init__()
+        self.retrieval, self.train, self.valid = model, train, valid
+        self.every, self.k, self.max_queries = every, k, max_queries
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or self.every <= 0 or (epoch + 1) % self.every:
+            return
+        result = evaluate_model(self.retrieval, self.train, self.valid, (self.k,), self.max_queries)
+        logs.update({f"val_{k}": v for k, v in result.items()})
+
+
+class Throughput(tf.keras.callbacks.Callback):
+    """Adds ``examples_per_second`` (training examples / epoch wall time) to the logs.
+
+    Put it first in the callback list: its ``on_epoch_end`` then runs before validation.
+    """
+
+    def __init__(self, examples: int):
+        super().__init__()
+        self.examples = examples
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["examples_per_second"] = self.examples / max(time.perf_counter() - self._start, 1e-9)
+
+
+# ---------------------------------------------------------------------- text
+
+
+def text_inputs(train: schema.Tables, text_cfg: Optional[TextConfig]) -> tuple:
+    """(text dict for :func:`build_retrieval_model`, encoder_factory) from a TextConfig.
+
+    Frozen: item and profile texts embedded once through the cache. Finetune: the raw
+    texts and a factory of ``KerasHubLayer`` around the encoder. None / 'none': no text.
+    """
+    if text_cfg is None or text_cfg.text_encoder == "none":
+        return None, None
+    from tfrs_multiscene.text.encoder import build_text_encoder
+
+    items = F.item_texts(train.items)
+    users = F.user_texts(train.users)
+    encoder = build_text_encoder(text_cfg, train_texts=items + users)
+    if encoder is None:
+        return None, None
+    if text_cfg.text_mode == "finetune":
+        from tfrs_multiscene.text.bridge import KerasHubLayer
+
+        text = {"item_texts": items}
+        if users:
+            text["user_texts"] = users
+        return text, lambda: KerasHubLayer(encoder)
+    from tfrs_multiscene.text.cache import EmbeddingCache
+
+    cache = EmbeddingCache(text_cfg.cache_dir)
+    text = {"item_embeddings": cache.get_or_compute(encoder, items, batch_size=text_cfg.embed_batch_size)}
+    if users:
+        text["user_embeddings"] = cache.get_or_compute(encoder, users, batch_size=text_cfg.embed_batch_size)
+    return text, None
+
+
+# ---------------------------------------------------------------------- training
+
+
+def train_retrieval(split, cfg: RetrievalConfig, run_dir, text_cfg: Optional[TextConfig] = None,
+                    text: Optional[dict] = None, encoder_factory: Optional[Callable] = None,
+                    seed: int = 42, verbose: int = 1, callbacks=()) -> RetrievalResult:
+    """Train (or resume, or warm-start) the two-tower model on ``split.train``.
+
+    Args:
+      split: a :class:`~tfrs_multiscene.data.splits.Split` (``.valid`` used for validation
+        metrics when present) or a bare training :class:`Tables`.
+      cfg: model and training settings; ``cfg.warm_start`` names a base run directory.
+      run_dir: where checkpoints, logs, ``history.json`` and the model definition go. If it
+        already holds checkpoints of this model, training resumes after the last epoch.
+      text_cfg / text / encoder_factory: text features, either from a TextConfig (encoded
+        and cached here) or given directly (see :func:`build_retrieval_model`).
+      callbacks: extra Keras callbacks.
+    """
+    train = split if isinstance(split, schema.Tables) else split.train
+    valid = None if isinstance(split, schema.Tables) else split.valid
+    tf.keras.utils.set_random_seed(seed)
+    info = {"resumed_from_epoch": 0, "warm_start": cfg.warm_start}
+    started = time.perf_counter()
+
+    resuming = C.latest_checkpoint(run_dir) is not None
+    if resuming:  # rebuild exactly what was being trained
+        cfg = dataclasses.replace(C.load_config(run_dir), epochs=cfg.epochs)
+        spec = F.FeatureSpec.load(C.model_dir(run_dir))
+        model = RetrievalModel(spec, cfg, encoder_factory or C.finetune_encoder_factory(run_dir, spec)).build_towers()
+    else:
+        if text is None:
+            text, factory = text_inputs(train, text_cfg)
+            encoder_factory = encoder_factory or factory
+        base = None
+        if cfg.warm_start:
+            base = C.load_retrieval(cfg.warm_start, encoder_factory)
+            cfg = C.structural_config(cfg, base.cfg)
+        model = build_retrieval_model(train, cfg, text, base.spec if base else None, encoder_factory)
+        if base is not None:
+            info["warm_start_transfer"] = C.transfer_weights(base, model)
+        C.save_definition(run_dir, model)
+        C.save_text_config(run_dir, text_cfg)
+
+    optimizer = tf.keras.optimizers.Adam(cfg.learning_rate)
+    optimizer.build(model.trainable_variables)
+    model.compile(optimizer=optimizer)
+    state = C.CheckpointState(run_dir, model, optimizer)
+    done = state.restore()
+    history = C.read_history(run_dir) if done else {}
+    if done:
+        history = {k: v[:done] for k, v in history.items()}
+    info["resumed_from_epoch"] = done
+
+    dataset, n = make_training_dataset(model.spec, train, cfg, seed)
+    info["examples"] = n
+    cbs = [Throughput(n)]
+    if valid is not None and cfg.validate_every > 0:
+        cbs.append(ValidationCallback(model, train, valid, cfg.validate_every))
+    cbs += [C.EpochCheckpoint(state, history, run_dir),
+            tf.keras.callbacks.TensorBoard(str(C.model_dir(run_dir) / "logs"), profile_batch=0)]
+    cbs += list(callbacks)
+    if done < cfg.epochs:
+        model.fit(dataset, epochs=cfg.epochs, initial_epoch=done, callbacks=cbs, verbose=verbose)
+    final = C.final_checkpoint(state, cfg)
+    if final is not None and final != state.latest:
+        C.CheckpointState(run_dir, model).restore(final, expect_partial=True)
+    info["final_checkpoint"] = final
+    info["seconds"] = time.perf_counter() - started
+    info["epochs"] = len(history.get("epoch", []))
+    return RetrievalResult(model, history, info)
+
