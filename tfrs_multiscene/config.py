@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 
-def option(default, flag: str, help: str, choices=None, **kwargs):
-    """A dataclass field that the CLI exposes as ``flag``."""
+def option(default, flag: str, help: str, choices=None, item_type=None, **kwargs):
+    """A dataclass field that the CLI exposes as ``flag`` (``item_type``: of a list's items)."""
     meta = {"flag": flag, "help": help}
+    if item_type is not None:
+        meta["item_type"] = item_type
     if choices is not None:
         meta["choices"] = tuple(choices)
     if isinstance(default, (list, dict)):
@@ -105,7 +107,7 @@ class RetrievalConfig:
     l2_regularization: float = option(0.0, "--l2-regularization", "L2 penalty on embeddings.")
     warm_start: Optional[str] = option(None, "--warm-start", "Run directory whose model continues training on new data.")
     feature_dim: int = option(64, "--feature-dim", "Width of each tower part (id, history, category and text embeddings) before the head.")
-    hidden_units: list = option([], "--hidden-units", "Hidden ReLU layer widths of each tower's head (empty: a linear head).")
+    hidden_units: list = option([], "--hidden-units", "Hidden ReLU layer widths of each tower's head (empty: a linear head).", item_type=int)
     use_user_id: bool = option(False, "--use-user-id", "Include the user id embedding in the query tower (off by default: on sparse users it overfits; history carries the user).")
     share_item_embeddings: bool = option(True, "--share-item-embeddings", "History items use the candidate tower's item id (and text) embeddings.")
     history_sampling: str = option("recent", "--history-sampling", "Training history per example: the user's most recent other positives, or a random subset of them each epoch.", choices=("recent", "random"))
@@ -133,6 +135,7 @@ class RankingConfig:
     embedding_dim: int = option(16, "--ranking-embedding-dim", "Width of id, categorical, scenario, context and text-token embeddings.")
     dropout: float = option(0.3, "--ranking-dropout", "Dropout after each hidden layer.")
     dot_interactions: bool = option(True, "--dot-interactions", "Add the pairwise dot products of the embedding fields (DLRM-style) to the bottom's input.")
+    hadamard_interactions: bool = option(True, "--hadamard-interactions", "Add the element-wise products of the user-side (user id, profile) and item-side (item id, title, description) embeddings to the bottom's input, so each scenario tower can weight the user-item affinity its own way.")
     scenario_weight_power: float = option(0.5, "--scenario-weight-power", "With --balance-scenarios, example weight ~ n_scenario^-power (1: equal total weight per scenario, 0.5: square-root tempered).")
     negative_source: str = option("catalogue", "--ranking-negatives", "Where negatives come from for positive-only logs.", choices=("catalogue", "retrieval"))
     liked_threshold: float = option(4.0, "--ranking-liked-threshold", "Ratings at or above this make the 'liked' label 1 when the data has ratings but no label.")
@@ -306,7 +309,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls, dest_prefix: str) -> Non
         if hint is bool:
             kwargs.update(nargs="?", const=True, type=_parse_bool)
         elif hint is list or typing.get_origin(hint) is list:
-            kwargs.update(nargs="+", type=_list_item_type(default))
+            kwargs.update(nargs="+", type=meta.get("item_type") or _list_item_type(default))
         elif hint is dict:
             kwargs["type"] = json.loads
         elif hint in (int, float, str):

@@ -1,7 +1,8 @@
 """`evaluate`: a trained run against strong baselines, on the run's own held-out split.
 
-For retrieval, the exported two-tower's scores (query tower . candidate tower, the same
-scores the ScaNN index serves) go through ``evaluate_retrieval`` beside popularity,
+For retrieval, the exported two-tower's scores (``RetrievalModel.score_fn``; the overall
+scope queries with the "any scenario" row that scenario dropout trains) = query tower . candidate
+tower, the same scores the ScaNN index serves, go through ``evaluate_retrieval`` beside popularity,
 item-kNN, EASE (lambda tuned on the validation split), TF-IDF content and the TFRS tutorial
 recipe, all fitted here on the same training split. Cold start is measured on a cold-item
 split: the run's own when it was trained on one, otherwise a cold-item split of the same
@@ -22,29 +23,9 @@ import pandas as pd
 
 from tfrs_multiscene import config as C
 from tfrs_multiscene.jsonsafe import dump_json, json_safe
-from tfrs_multiscene.data.schema import SCENARIO, USER_ID, Tables
+from tfrs_multiscene.data.schema import Tables
 from tfrs_multiscene.report import Report
 from tfrs_multiscene.run import RunDir
-
-
-def model_score_fn(model, train: Tables, index, items: pd.DataFrame):
-    """``fn(user_rows, scenario) -> [B, n_items]``: the two-tower's dot-product scores.
-
-    Without a scenario (the overall scope) each user is queried in the scenario where they
-    were most active in training, which is how a caller that knows no surface would ask.
-    """
-    candidates = np.asarray(model.candidate_embeddings(items), np.float32)
-    usual = (train.interactions.groupby(USER_ID)[SCENARIO]
-             .agg(lambda s: s.astype(str).value_counts().index[0]))
-    fallback = str(train.interactions[SCENARIO].astype(str).value_counts().index[0])
-
-    def score(rows, scenario: Optional[str]):
-        users = [index.user_ids[r] for r in np.asarray(rows)]
-        scenarios = scenario if scenario is not None else [usual.get(u, fallback) for u in users]
-        queries = model.query_embeddings(model.query_features(users, scenarios, train))
-        return queries @ candidates.T
-
-    return score
 
 
 def _positive_label(tables: Tables, model_cfg) -> Optional[str]:
@@ -86,7 +67,7 @@ def evaluate_retrieval_run(run: RunDir, run_cfg: C.RunConfig, ecfg: C.EvaluateCo
     log(f"fitting baselines {ecfg.baselines} on {train_matrix.nnz} training positives")
     fitted = fit_baselines(train_matrix, _item_texts(items), valid_matrix, list(ecfg.baselines),
                            ease_lambdas=[float(x) for x in ecfg.ease_lambdas])
-    score_fns = {"model": model_score_fn(model, train, index, items), **fitted}
+    score_fns = {"model": model.score_fn(train, index.item_ids, index.user_ids), **fitted}
     cold_items = split.info.get("test_items") if split.info.get("kind") == "cold_item" else None
     log("scoring the model and baselines on the test split")
     results = evaluate_retrieval(score_fns, train, split.test, index, ks=ecfg.ks,
@@ -132,7 +113,7 @@ def cold_start_run(run: RunDir, run_cfg: C.RunConfig, ecfg: C.EvaluateConfig, sp
     index = InteractionIndex.from_tables(train)
     fitted = fit_baselines(index.matrix(train, "binary", label), _item_texts(train.items), None,
                            ["popularity", "tfidf"])
-    fns = {"model": model_score_fn(model, train, index, train.items), **fitted}
+    fns = {"model": model.score_fn(train, index.item_ids, index.user_ids), **fitted}
     out = evaluate_retrieval(fns, train, cold.test, index, ks=ecfg.ks, cold_items=cold.info["test_items"],
                              positive_label=label, split_info=cold.info)
     cold_start = out["retrieval"].get("cold_start", {})
