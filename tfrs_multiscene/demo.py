@@ -81,10 +81,11 @@ def run_demo(demo: C.DemoConfig) -> dict:
     ports = server.start()
     try:
         user, scenario, history = _example_user(tables)
+        # Items the user already clicked are excluded, as a feed would.
         rest = recommend(RestClient(f"http://127.0.0.1:{ports['rest']}"), "recommender", user, scenario, 5,
-                         history=history)
+                         exclude=history, history=history)
         grpc = recommend(GrpcClient(f"127.0.0.1:{ports['grpc']}"), "recommender", user, scenario, 5,
-                         history=history)
+                         exclude=history, history=history)
     finally:
         server.stop()
     timings["serve"] = time.time() - started

@@ -7,6 +7,19 @@ run directory (tfrs_multiscene.run.RunDir) consistent and adds each stage to the
 Re-running `train` into a run directory that holds checkpoints resumes: the saved split is
 reused (not re-derived from possibly changed data) and each model continues after its last
 completed epoch.
+
+``--examples DIR`` (the output of `tfrs-multiscene preprocess`) trains retrieval by
+streaming the TFRecords (``tfx.trainer.train_retrieval_from_examples``: sharded by worker,
+interleaved, under ``distribute.strategy_from_env()``, so TF_CONFIG with several workers
+gives MultiWorkerMirroredStrategy and only the chief writes). The split is then decided row
+by row (``data.examples.HashedSplit``: a seeded hash of (user, item, timestamp, scenario)
+for ``random``, of the item for ``cold_item``, timestamp cuts for ``temporal``; fractions
+approximately the requested ones, exactly reproducible); the streamed training sees only
+training rows. Limits: the saved split (the interaction columns of train / valid / test,
+which ``evaluate`` reads) and the ranking model's data are built in memory on the chief;
+the streamed retrieval model keeps its last epoch (no best-epoch restore) and is retrained
+from scratch on a re-run. Without ``--examples`` training is single-process: a TF_CONFIG
+naming several workers is refused with a pointer to ``--examples``.
 """
 
 from __future__ import annotations
@@ -23,7 +36,7 @@ class DataRejected(Exception):
     """Validation found problems and the configuration asked for strictness."""
 
 
-def prepare_split(run: RunDir, run_cfg: C.RunConfig, log=print):
+def prepare_split(run: RunDir, run_cfg: C.RunConfig, report: Report, log=print):
     """The run's split: the saved one when resuming, else load, validate and split the data."""
     from tfrs_multiscene.data.loading import load_tables
     from tfrs_multiscene.data.splits import make_split
@@ -31,14 +44,14 @@ def prepare_split(run: RunDir, run_cfg: C.RunConfig, log=print):
     if (run.split_dir / "info.json").exists():
         log(f"reusing the split saved in {run.split_dir}")
         return run.load_split()
-    tables, report = load_tables(run_cfg.data, quarantine_dir=run.data_dir)
+    tables, validation = load_tables(run_cfg.data, quarantine_dir=run.data_dir)
     run.data_dir.mkdir(parents=True, exist_ok=True)
-    (run.data_dir / "validation.json").write_text(json.dumps(report.to_dict(), indent=2, default=str))
-    log(report.format_summary())
-    Report(run.path).add("Data", "```\n" + report.format_summary() + "\n```", order=10)
-    if report.exit_code(strict=run_cfg.data.strict):
+    (run.data_dir / "validation.json").write_text(json.dumps(validation.to_dict(), indent=2, default=str))
+    log(validation.format_summary())
+    report.add("Data", "```\n" + validation.format_summary() + "\n```", order=10)
+    if validation.exit_code(strict=run_cfg.data.strict):
         raise DataRejected(f"data rejected ({'strict mode, ' if run_cfg.data.strict else ''}"
-                           f"{report.quarantined} row(s) quarantined); see {run.data_dir}")
+                           f"{validation.quarantined} row(s) quarantined); see {run.data_dir}")
     split = make_split(tables, run_cfg.split)
     run.save_split(split)
     counts = {name: (len(getattr(split, name).interactions) if getattr(split, name) is not None else 0)
@@ -49,15 +62,22 @@ def prepare_split(run: RunDir, run_cfg: C.RunConfig, log=print):
 
 def train_run(run_cfg: C.RunConfig, verbose: int = 1, log=print) -> dict:
     """Train the stages ``run_cfg.train.stages`` asks for; returns a summary dict."""
-    from tfrs_multiscene.ranking import load_ranking, retrieval_feature_hook, train_ranking  # noqa: F401
-    from tfrs_multiscene.retrieval.checkpoints import load_retrieval
+    from tfrs_multiscene import distribute
     from tfrs_multiscene.retrieval.train import train_retrieval
 
+    if run_cfg.train.examples:
+        return train_run_from_examples(run_cfg, verbose, log)
+    if distribute.worker_count() > 1:
+        from tfrs_multiscene.workflow import UserError
+
+        raise UserError("TF_CONFIG names several workers: multi-worker training streams preprocessed "
+                        "examples; run `tfrs-multiscene preprocess --shards N` and `train --examples DIR` "
+                        "(see docs/DISTRIBUTED.md)")
     run = RunDir(run_cfg.train.run_dir)
     run.path.mkdir(parents=True, exist_ok=True)
     run.save_config(run_cfg)
     report = Report(run.path)
-    split = prepare_split(run, run_cfg, log)
+    split = prepare_split(run, run_cfg, report, log)
     stages = run_cfg.train.stages
     summary = {"run_dir": str(run.path), "stages": stages}
 
@@ -75,20 +95,129 @@ def train_run(run_cfg: C.RunConfig, verbose: int = 1, log=print) -> dict:
                    f"examples: {result.info.get('examples')}, seconds: {summary['retrieval']['seconds']}",
                    [figure], order=20)
     if stages in ("both", "ranking"):
-        if retrieval_model is None and (run.retrieval_dir / "config.json").exists():
-            retrieval_model = load_retrieval(run.path)
-        hook = retrieval_feature_hook(retrieval_model, split.train) if retrieval_model is not None else None
-        log(f"training ranking ({run_cfg.ranking.architecture})")
-        started = time.time()
-        result = train_ranking(split, run_cfg.ranking, run.path, feature_hook=hook,
-                               seed=run_cfg.train.seed, verbose=2 if verbose else 0)
-        summary["ranking"] = {"seconds": round(time.time() - started, 1), **_jsonable(result.info)}
-        figure = plot_history(_numeric(result.history), report.figure_path("ranking_training.png"), "ranking")
-        report.add("Ranking training", _history_table(result.history) + "\n\n" +
-                   f"architecture: {run_cfg.ranking.architecture}, seconds: {summary['ranking']['seconds']}",
-                   [figure], order=30)
+        _ranking_stage(run, run_cfg, split, retrieval_model, summary, report, verbose, log)
     (run.path / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
+
+
+def _ranking_stage(run: RunDir, run_cfg: C.RunConfig, split, retrieval_model, summary: dict, report: Report,
+                   verbose: int, log) -> None:
+    """Train the ranking model on ``split`` (in memory) into ``run``; fills ``summary``."""
+    from tfrs_multiscene.ranking import retrieval_feature_hook, train_ranking
+    from tfrs_multiscene.retrieval.checkpoints import load_retrieval
+
+    if retrieval_model is None and (run.retrieval_dir / "config.json").exists():
+        retrieval_model = load_retrieval(run.path)
+    hook = retrieval_feature_hook(retrieval_model, split.train) if retrieval_model is not None else None
+    log(f"training ranking ({run_cfg.ranking.architecture})")
+    started = time.time()
+    result = train_ranking(split, run_cfg.ranking, run.path, feature_hook=hook,
+                           seed=run_cfg.train.seed, verbose=2 if verbose else 0)
+    summary["ranking"] = {"seconds": round(time.time() - started, 1), **_jsonable(result.info)}
+    figure = plot_history(_numeric(result.history), report.figure_path("ranking_training.png"), "ranking")
+    report.add("Ranking training", _history_table(result.history) + "\n\n" +
+               f"architecture: {run_cfg.ranking.architecture}, seconds: {summary['ranking']['seconds']}",
+               [figure], order=30)
+
+
+def examples_split(run: RunDir, run_cfg: C.RunConfig, log=print):
+    """``(HashedSplit, Split or None)`` of ``--examples`` for this run.
+
+    The rule is derived from the configuration on every worker (no worker waits for
+    another's files); the chief also builds the in-memory split, saves it (or reuses the
+    saved one, refusing a saved split made by another rule) and returns it; other workers
+    get None.
+    """
+    from tfrs_multiscene import distribute
+    from tfrs_multiscene.data import examples as E
+    from tfrs_multiscene.tfx.trainer import examples_split as split_examples
+
+    pre = run_cfg.train.examples
+    E.load_info(pre)  # a clear error now when DIR is not a preprocess output
+    rule = E.HashedSplit.from_config(run_cfg.split, pre)
+    if not distribute.is_chief():
+        return rule, None
+    if (run.split_dir / "info.json").exists():
+        split = run.load_split()
+        saved = split.info.get("hashed_rule")
+        if saved != rule.to_dict():
+            raise DataRejected(f"{run.split_dir} holds a split made by another rule ({saved or 'not --examples'}); "
+                               f"this configuration gives {rule.to_dict()}: train into a new --run")
+        log(f"reusing the split saved in {run.split_dir}")
+        return rule, split
+    split = split_examples(pre, rule)
+    run.save_split(split)
+    counts = split.info["counts"]
+    log(f"split {rule.kind} (hashed per row, from {pre}): " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    Report(run.path).add("Data", f"examples: `{pre}`; split {rule.kind} decided per row (hashed rule): "
+                         + ", ".join(f"{k} {v}" for k, v in counts.items()), order=10)
+    return rule, split
+
+
+def train_run_from_examples(run_cfg: C.RunConfig, verbose: int = 1, log=print) -> dict:
+    """`train --examples DIR`: streamed retrieval (every worker), then ranking (chief, in memory)."""
+    import shutil
+
+    from tfrs_multiscene import distribute
+    from tfrs_multiscene.tfx.trainer import train_retrieval_from_examples
+
+    chief = distribute.is_chief()
+    run = RunDir(run_cfg.train.run_dir)
+    run.path.mkdir(parents=True, exist_ok=True)
+    if chief:
+        run.save_config(run_cfg)
+    rule, split = examples_split(run, run_cfg, log)
+    stages = run_cfg.train.stages
+    summary = {"run_dir": str(run.path), "stages": stages, "examples": run_cfg.train.examples,
+               "split_rule": rule.to_dict()}
+    report = Report(run.path) if chief else None
+    retrieval_model = None
+    if stages in ("both", "retrieval"):
+        log("training retrieval (TFRS two-tower) streaming the examples' training rows")
+        callbacks = []
+        if chief and distribute.worker_count() == 1 and split.valid is not None and run_cfg.retrieval.validate_every > 0:
+            callbacks.append(_StreamValidation(split.train, split.valid, run_cfg.retrieval.validate_every))
+        if chief:
+            shutil.rmtree(run.retrieval_dir / "best", ignore_errors=True)  # a stale best epoch would win at load
+        started = time.time()
+        model, history, info = train_retrieval_from_examples(
+            run_cfg.train.examples, run_cfg.retrieval, run.path, text_cfg=run_cfg.text,
+            seed=run_cfg.train.seed, verbose=verbose, split=rule, callbacks=callbacks)
+        retrieval_model = model
+        summary["retrieval"] = {"seconds": round(time.time() - started, 1), **_jsonable(info)}
+        if chief:
+            history = {**history, "epoch": list(range(1, len(history.get("loss", [])) + 1))}
+            figure = plot_history(_numeric(history), report.figure_path("retrieval_training.png"), "retrieval")
+            report.add("Retrieval training", _history_table(history) + "\n\n" +
+                       f"streamed from `{run_cfg.train.examples}` ({info.get('strategy')}, "
+                       f"{info.get('workers')} worker(s)), training positives: {info.get('examples')}, "
+                       f"seconds: {summary['retrieval']['seconds']}", [figure], order=20)
+    if not chief:
+        return summary
+    if stages in ("both", "ranking"):
+        _ranking_stage(run, run_cfg, split, retrieval_model, summary, report, verbose, log)
+    (run.path / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def _stream_validation_class():
+    from tfrs_multiscene.retrieval.train import ValidationCallback
+
+    class StreamValidation(ValidationCallback):
+        """Validation Recall@K of the model being fitted (``fit`` hands it over)."""
+
+        def __init__(self, train, valid, every):
+            super().__init__(None, train, valid, every)
+
+        def set_model(self, model):
+            super().set_model(model)
+            self.retrieval = model
+
+    return StreamValidation
+
+
+def _StreamValidation(train, valid, every):  # noqa: N802  (a factory: retrieval is imported late)
+    return _stream_validation_class()(train, valid, every)
 
 
 def _numeric(history: dict) -> dict:
