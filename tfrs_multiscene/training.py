@@ -161,6 +161,8 @@ def train_run_from_examples(run_cfg: C.RunConfig, verbose: int = 1, log=print) -
     from tfrs_multiscene import distribute
     from tfrs_multiscene.tfx.trainer import train_retrieval_from_examples
 
+    # first: MultiWorkerMirroredStrategy must be created before any other TensorFlow op runs
+    strategy = distribute.strategy_from_env() if stages_train_retrieval(run_cfg) else None
     chief = distribute.is_chief()
     run = RunDir(run_cfg.train.run_dir)
     run.path.mkdir(parents=True, exist_ok=True)
@@ -182,7 +184,7 @@ def train_run_from_examples(run_cfg: C.RunConfig, verbose: int = 1, log=print) -
         started = time.time()
         model, history, info = train_retrieval_from_examples(
             run_cfg.train.examples, run_cfg.retrieval, run.path, text_cfg=run_cfg.text,
-            seed=run_cfg.train.seed, verbose=verbose, split=rule, callbacks=callbacks)
+            seed=run_cfg.train.seed, verbose=verbose, split=rule, callbacks=callbacks, strategy=strategy)
         retrieval_model = model
         summary["retrieval"] = {"seconds": round(time.time() - started, 1), **_jsonable(info)}
         if chief:
@@ -198,6 +200,10 @@ def train_run_from_examples(run_cfg: C.RunConfig, verbose: int = 1, log=print) -
         _ranking_stage(run, run_cfg, split, retrieval_model, summary, report, verbose, log)
     (run.path / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
+
+
+def stages_train_retrieval(run_cfg: C.RunConfig) -> bool:
+    return run_cfg.train.stages in ("both", "retrieval")
 
 
 def _stream_validation_class():

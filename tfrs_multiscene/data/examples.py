@@ -19,6 +19,10 @@ The feature keys are those of :func:`tfrs_multiscene.data.pipeline.interaction_f
 positive items strictly before the interaction, most recent last, "" padded on the left).
 Encoding rules (shared by writer and reader): strings -> bytes_list, floats -> float_list,
 integers -> int64_list; every feature is a scalar except ``history``.
+
+:class:`HashedSplit` is the train / valid / test rule of ``train --examples``: decided per row
+(hash of the row's ids, or timestamp cuts), identically on parsed examples inside ``tf.data``
+and on pandas frames.
 """
 
 from __future__ import annotations
@@ -223,3 +227,162 @@ def load_frames(out_dir):
     items = pd.read_parquet(info_dir / "items.parquet")
     users_path = info_dir / "users.parquet"
     return items, (pd.read_parquet(users_path) if users_path.exists() else None)
+
+
+# --------------------------------------------------------------------------- row-level splits
+
+#: Resolution of the split hash: a row's position in [0, 1) is bucket / SPLIT_BUCKETS.
+SPLIT_BUCKETS = 1 << 20
+TRAIN, VALID, TEST = 0, 1, 2
+PARTS = {"train": TRAIN, "valid": VALID, "test": TEST}
+_SEP = "\x1f"
+
+
+class HashedSplit:
+    """Train / valid / test decided row by row from columns every example carries, so the
+    same rule filters a stream of ``tf.train.Example`` features (inside ``tf.data``) and a
+    pandas frame of the same rows, identically (both go through TensorFlow's FarmHash
+    ``tf.strings.to_hash_bucket_fast``). Used by ``tfrs-multiscene train --examples``.
+
+    * ``random``: position = hash(seed, user_id, item_id, timestamp, scenario) -> test when
+      below ``test_fraction``, valid when below ``test_fraction + valid_fraction *
+      (1 - test_fraction)`` (valid is carved from the rest, as ``data.splits`` does).
+    * ``cold_item``: the same bands on hash(seed, item_id): an item's rows all go one way.
+    * ``temporal``: ``timestamp >= test_start`` -> test, ``>= valid_start`` -> valid, the
+      cut timestamps being quantiles of the examples' timestamps (:meth:`from_config`).
+    * ``leave_last_out`` needs each user's latest row: not decidable per row, refused.
+
+    Fractions are therefore approximately (binomially) the requested ones, and the split is
+    exactly reproducible from ``(kind, fractions, seed, cut timestamps)``: :meth:`to_dict`.
+    """
+
+    KINDS = ("random", "temporal", "cold_item")
+
+    def __init__(self, kind: str, test_fraction: float, valid_fraction: float, seed: int,
+                 test_start: int | None = None, valid_start: int | None = None, has_timestamp: bool = True):
+        if kind not in self.KINDS:
+            raise ValueError(f"a {kind!r} split cannot be decided row by row, as `train --examples` needs: "
+                             f"choose one of {self.KINDS} (or train from the tables with --data)")
+        for name, value in (("test_fraction", test_fraction), ("valid_fraction", valid_fraction)):
+            if not 0 <= value < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {value}")
+        self.kind, self.seed = kind, int(seed)
+        self.test_fraction, self.valid_fraction = float(test_fraction), float(valid_fraction)
+        self.test_start, self.valid_start = test_start, valid_start
+        self.has_timestamp = bool(has_timestamp)
+
+    # construction ------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, cfg, out_dir=None, features: dict | None = None, timestamps=None) -> HashedSplit:
+        """From a ``SplitConfig``; a temporal split takes its cut timestamps from
+        ``timestamps`` or, when None, from one streamed pass over ``out_dir``'s timestamp
+        column (8 bytes a row in memory)."""
+        if features is None and out_dir is not None:
+            features = load_info(out_dir, need_shards=False)["features"]
+        from tfrs_multiscene.data.schema import TIMESTAMP
+
+        has_ts = TIMESTAMP in (features or {})
+        if cfg.split not in cls.KINDS:
+            cls(cfg.split, 0, 0, 0)  # raises the explanation
+        if cfg.split != "temporal":
+            return cls(cfg.split, cfg.test_fraction, cfg.valid_fraction, cfg.seed, has_timestamp=has_ts)
+        if not has_ts:
+            raise ValueError(f"a temporal split needs a {TIMESTAMP!r} feature in the examples")
+        ts = np.sort(np.asarray(read_column(out_dir, TIMESTAMP) if timestamps is None else timestamps, np.int64))
+        test_start, rest = _cut(ts, cfg.test_fraction)
+        valid_start, _ = _cut(rest, cfg.valid_fraction)
+        return cls("temporal", cfg.test_fraction, cfg.valid_fraction, cfg.seed, test_start, valid_start)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "test_fraction": self.test_fraction, "valid_fraction": self.valid_fraction,
+                "seed": self.seed, "test_start": self.test_start, "valid_start": self.valid_start,
+                "has_timestamp": self.has_timestamp, "buckets": SPLIT_BUCKETS}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> HashedSplit:
+        return cls(d["kind"], d["test_fraction"], d["valid_fraction"], d["seed"], d.get("test_start"),
+                   d.get("valid_start"), d.get("has_timestamp", True))
+
+    # the rule ----------------------------------------------------------------------
+    def _bands(self):
+        valid_top = self.test_fraction + self.valid_fraction * (1 - self.test_fraction)
+        return int(round(self.test_fraction * SPLIT_BUCKETS)), int(round(valid_top * SPLIT_BUCKETS))
+
+    def _key_parts(self, get, as_string):
+        from tfrs_multiscene.data.schema import ITEM_ID, SCENARIO, TIMESTAMP, USER_ID
+
+        if self.kind == "cold_item":
+            return [get(ITEM_ID)]
+        parts = [get(USER_ID), get(ITEM_ID)]
+        if self.has_timestamp:
+            parts.append(as_string(get(TIMESTAMP)))
+        return parts + [get(SCENARIO)]
+
+    def tf_part(self, example):
+        """int32 part (TRAIN/VALID/TEST) of a parsed example (scalars or a batch)."""
+        import tensorflow as tf
+
+        from tfrs_multiscene.data.schema import TIMESTAMP
+
+        if self.kind == "temporal":
+            ts = example[TIMESTAMP]
+            test = ts >= self.test_start if self.test_start is not None else tf.zeros_like(ts, tf.bool)
+            valid = ts >= self.valid_start if self.valid_start is not None else tf.zeros_like(ts, tf.bool)
+        else:
+            parts = self._key_parts(lambda k: example[k], tf.strings.as_string)
+            key = tf.strings.join([tf.constant(f"{self.seed}")] + parts, separator=_SEP)
+            bucket = tf.strings.to_hash_bucket_fast(key, SPLIT_BUCKETS)
+            test_top, valid_top = self._bands()
+            test, valid = bucket < test_top, bucket < valid_top
+        return tf.where(test, TEST, tf.where(valid, VALID, TRAIN))
+
+    def filter_fn(self, part: str = "train"):
+        """``example -> bool`` keeping one part (for ``read_examples(filter_fn=...)``)."""
+        import tensorflow as tf
+
+        want = PARTS[part]
+        return lambda example: tf.equal(self.tf_part(example), want)
+
+    def frame_part(self, frame) -> np.ndarray:
+        """int part (TRAIN/VALID/TEST) of every row of a pandas frame of interactions."""
+        import tensorflow as tf
+
+        from tfrs_multiscene.data.schema import TIMESTAMP
+
+        if self.kind == "temporal":
+            ts = frame[TIMESTAMP].to_numpy(np.int64)
+            test = ts >= self.test_start if self.test_start is not None else np.zeros(len(ts), bool)
+            valid = ts >= self.valid_start if self.valid_start is not None else np.zeros(len(ts), bool)
+        else:
+            parts = self._key_parts(lambda k: frame[k].astype(str) if k != TIMESTAMP else frame[k],
+                                    lambda s: s.astype(np.int64).astype(str))
+            key = pd_join([str(self.seed)] + parts)
+            bucket = tf.strings.to_hash_bucket_fast(key, SPLIT_BUCKETS).numpy() if len(key) else np.zeros(0, np.int64)
+            test_top, valid_top = self._bands()
+            test, valid = bucket < test_top, bucket < valid_top
+        return np.where(test, TEST, np.where(valid, VALID, TRAIN))
+
+
+def _cut(sorted_ts: np.ndarray, fraction: float):
+    """(start timestamp of the latest ``fraction`` of ``sorted_ts`` or None, the rows before it)."""
+    n_out = int(round(fraction * len(sorted_ts)))
+    if n_out == 0:
+        return None, sorted_ts
+    start = int(sorted_ts[len(sorted_ts) - n_out])
+    return start, sorted_ts[sorted_ts < start]
+
+
+def pd_join(parts: list) -> np.ndarray:
+    """Row-wise ``_SEP``-join of string Series (a leading str is broadcast)."""
+    out = None
+    for p in parts:
+        out = p if out is None else (out + _SEP + p)
+    return np.asarray(out, dtype=object)
+
+
+def read_column(out_dir, name: str, filter_fn=None, files=None) -> np.ndarray:
+    """One feature column of every example (streamed; only that column is kept)."""
+    ds, info = read_examples(out_dir, batch_size=8192, shuffle=False, files=files, filter_fn=filter_fn)
+    values = [batch[name].numpy() for batch in ds]
+    dtype = {"string": object, "float32": np.float32, "int64": np.int64}[info["features"][name]["dtype"]]
+    return np.concatenate(values) if values else np.zeros(0, dtype)

@@ -26,6 +26,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 import tfrs_multiscene  # noqa: F401  (Keras 2 before TensorFlow)
@@ -88,10 +89,37 @@ def retrieval_spec(info: dict, items: pd.DataFrame, users: pd.DataFrame | None, 
         item_text_strings=text.get("item_texts"), user_text_strings=text.get("user_texts"))
 
 
+def training_filter(features: dict, positive_task: str | None = None, split: E.HashedSplit | None = None):
+    """``example -> bool`` keeping the retrieval positives of the training part of ``split``
+    (every positive without a split; None when that is every example)."""
+    import tensorflow as tf
+
+    pos = positive_key(features, positive_task)
+    keep_train = split.filter_fn("train") if split is not None else None
+    if pos is None and keep_train is None:
+        return None
+    if keep_train is None:
+        return lambda ex: ex[pos] > 0
+    if pos is None:
+        return keep_train
+    return lambda ex: tf.logical_and(ex[pos] > 0, keep_train(ex))
+
+
+def train_item_frequency(out_dir, positive_task: str | None = None, split: E.HashedSplit | None = None,
+                         files=None) -> dict:
+    """item_id -> training positives (log-Q counts), streamed (the preprocess's
+    ``item_frequency.json`` counts every row, held-out ones included)."""
+    info = E.load_info(out_dir, need_shards=files is None)
+    ids = E.read_column(out_dir, S.ITEM_ID, training_filter(info["features"], positive_task, split), files)
+    values, counts = np.unique(np.asarray([i.decode("utf-8") for i in ids], dtype=object), return_counts=True)
+    return {str(v): int(c) for v, c in zip(values, counts)}
+
+
 def retrieval_dataset(out_dir, spec, cfg: RetrievalConfig, input_context=None, files=None, seed: int = 42,
-                      repeat: bool = False, shuffle: bool = True):
+                      repeat: bool = False, shuffle: bool = True, split: E.HashedSplit | None = None):
     """Batches in the retrieval model's training format (``query``, ``candidate``,
-    ``weight``, ``item_row``, ``probability``) streamed from the examples' positives.
+    ``weight``, ``item_row``, ``probability``) streamed from the examples' positives (of
+    ``split``'s training part when given: held-out rows never reach the model).
 
     The query ``history`` is the examples' ``history`` feature (the user's positives
     strictly before the interaction, written by the preprocess), else empty padding.
@@ -109,10 +137,9 @@ def retrieval_dataset(out_dir, spec, cfg: RetrievalConfig, input_context=None, f
 
     info = E.load_info(out_dir, need_shards=files is None)
     features = info["features"]
-    pos = positive_key(features, cfg.positive_task)
     ds, _ = E.read_examples(out_dir, batch_size=cfg.batch_size, shuffle=shuffle, seed=seed,
                             input_context=input_context, repeat=repeat, drop_remainder=repeat, files=files,
-                            filter_fn=(lambda ex: ex[pos] > 0) if pos else None)
+                            filter_fn=training_filter(features, cfg.positive_task, split))
     table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
         tf.constant(list(spec.item_table_ids), tf.string), tf.range(len(spec.item_table_ids), dtype=tf.int64)), -1)
     probability = tf.constant(spec.candidate_probability())
@@ -135,10 +162,16 @@ def retrieval_dataset(out_dir, spec, cfg: RetrievalConfig, input_context=None, f
 
 def train_retrieval_from_examples(out_dir, cfg: RetrievalConfig, run_dir, *, files=None,
                                   text_cfg: TextConfig | None = None, strategy=None, seed: int = 42,
-                                  steps_per_epoch: int | None = None, verbose: int = 0):
+                                  steps_per_epoch: int | None = None, verbose: int = 0,
+                                  split: E.HashedSplit | None = None, callbacks=()):
     """Train the two-tower model streaming the preprocessed examples under ``strategy``
     (default :func:`distribute.strategy_from_env`). Only the chief keeps the checkpoint and
     model definition, in the layout ``retrieval.checkpoints.load_retrieval(run_dir)`` reads.
+
+    With ``split`` only its training rows are read (filtered inside ``tf.data``), and the
+    item vocabulary, log-Q frequencies and steps per epoch come from those rows (one extra
+    streamed pass over the item ids), as the in-memory trainer takes them from
+    ``split.train``. ``callbacks``: extra Keras callbacks (e.g. validation).
 
     Returns ``(RetrievalModel, history dict, info dict)``.
     """
@@ -150,6 +183,8 @@ def train_retrieval_from_examples(out_dir, cfg: RetrievalConfig, run_dir, *, fil
 
     strategy = strategy or distribute.strategy_from_env()
     info = E.load_info(out_dir, need_shards=files is None)
+    if split is not None:
+        info["item_frequency"] = train_item_frequency(out_dir, cfg.positive_task, split, files)
     items, users = E.load_frames(out_dir)
     text, factory = text_inputs(_catalogue(items, users), text_cfg)
     tf.keras.utils.set_random_seed(seed)
@@ -162,26 +197,29 @@ def train_retrieval_from_examples(out_dir, cfg: RetrievalConfig, run_dir, *, fil
     positives = sum(info["item_frequency"].values())
     steps = steps_per_epoch or max(1, positives // cfg.batch_size)
     dataset = distribute.distribute_dataset(
-        strategy, lambda ctx: retrieval_dataset(out_dir, spec, cfg, ctx, files=files, seed=seed, repeat=True))
-    history = model.fit(dataset, epochs=cfg.epochs, steps_per_epoch=steps, verbose=verbose).history
+        strategy, lambda ctx: retrieval_dataset(out_dir, spec, cfg, ctx, files=files, seed=seed, repeat=True,
+                                                split=split))
+    history = model.fit(dataset, epochs=cfg.epochs, steps_per_epoch=steps, verbose=verbose,
+                        callbacks=list(callbacks)).history
     epoch.assign(cfg.epochs)
     if distribute.is_chief():
         C.save_definition(run_dir, model)
+        C.save_text_config(run_dir, text_cfg)
         C.write_history(C.model_dir(run_dir) / "history.json", history)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch)
     path = distribute.save_checkpoint(checkpoint, C.model_dir(run_dir))
-    return model, history, {"steps_per_epoch": steps, "checkpoint": path, **distribute.describe(strategy)}
+    return model, history, {"steps_per_epoch": steps, "examples": positives, "checkpoint": path,
+                            **distribute.describe(strategy)}
 
 
 # --------------------------------------------------------------------------- in-memory tables from examples
 
 
-def examples_to_tables(out_dir, files=None, max_rows: int | None = None) -> S.Tables:
+def examples_to_tables(out_dir, files=None, max_rows: int | None = None, filter_fn=None) -> S.Tables:
     """The interactions of the examples as in-memory Tables (for ranking and evaluation,
-    which need them whole): the interaction columns only, items/users from ``out_dir``."""
-    import numpy as np
-
-    ds, info = E.read_examples(out_dir, batch_size=8192, shuffle=False, files=files)
+    which need them whole): the interaction columns only, items/users from ``out_dir``;
+    ``filter_fn`` as :func:`~tfrs_multiscene.data.examples.read_examples`'s."""
+    ds, info = E.read_examples(out_dir, batch_size=8192, shuffle=False, files=files, filter_fn=filter_fn)
     items, users = E.load_frames(out_dir)
     joined = set(items.columns) | set(users.columns if users is not None else ()) | {"user_" + c for c in (users.columns if users is not None else ())}
     keep = [k for k in info["features"] if k in (S.USER_ID, S.ITEM_ID, S.SCENARIO) or k not in joined]
@@ -202,6 +240,38 @@ def examples_to_tables(out_dir, files=None, max_rows: int | None = None) -> S.Ta
     for t in tasks:
         frame[t] = frame[t].astype(np.int64)
     return S.Tables(frame, items, users, tuple(tasks))
+
+
+def examples_split(out_dir, rule: E.HashedSplit, files=None):
+    """The run's :class:`~tfrs_multiscene.data.splits.Split` of the examples by ``rule``
+    (one streamed pass; rows in (timestamp, user, item, scenario) order whatever the shard
+    layout; the interaction columns of every part are kept in memory, as
+    ``evaluate`` and the ranking trainer need them). ``info`` records the rule
+    (``hashed_rule``, from which :meth:`HashedSplit.from_dict` rebuilds it), counts and
+    actual fractions, and per kind the test/valid start timestamps or held-out items."""
+    from tfrs_multiscene.data.splits import Split
+
+    whole = examples_to_tables(out_dir, files=files)
+    # a canonical row order: the examples' order depends on the shard layout and the runner
+    order = [c for c in (S.TIMESTAMP, S.USER_ID, S.ITEM_ID, S.SCENARIO) if c in whole.interactions.columns]
+    frame = whole.interactions.sort_values(order, kind="stable").reset_index(drop=True)
+    part = rule.frame_part(frame)
+    parts = {name: whole.with_interactions(frame[part == code].reset_index(drop=True))
+             for name, code in E.PARTS.items()}
+    counts = {name: len(t.interactions) for name, t in parts.items()}
+    info = {"kind": rule.kind, "test_fraction": rule.test_fraction, "valid_fraction": rule.valid_fraction,
+            "seed": rule.seed, "rule": "hashed (train --examples)", "hashed_rule": rule.to_dict(),
+            "source": str(out_dir), "counts": counts,
+            "actual_fractions": {k: v / max(len(frame), 1) for k, v in counts.items()}}
+    if rule.kind == "temporal":
+        for name, start in (("test", rule.test_start), ("valid", rule.valid_start)):
+            if start is not None:
+                info[f"{name}_start_timestamp"] = int(start)
+    if rule.kind == "cold_item":
+        for name in ("test", "valid"):
+            info[f"{name}_items"] = sorted(parts[name].interactions[S.ITEM_ID].astype(str).unique().tolist())
+    valid = parts["valid"] if counts["valid"] else None
+    return Split(parts["train"], valid, parts["test"], info)
 
 
 # --------------------------------------------------------------------------- TFX run_fn
