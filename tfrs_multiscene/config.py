@@ -53,10 +53,10 @@ class GenerateConfig:
 
     out: str = option("data/synthetic", "--out", "Output directory for the generated tables.")
     out_format: str = option("csv", "--out-format", "File format of the written tables.", choices=("csv", "tsv", "parquet", "jsonl", "tfrecord"))
-    users: int = option(2000, "--users", "Number of users.")
+    users: int = option(600, "--users", "Number of users (few, so each has enough impressions to learn from).")
     items: int = option(1000, "--items", "Number of items (including cold items).")
     topics: int = option(12, "--topics", "Number of latent topics.")
-    impressions: int = option(60_000, "--impressions", "Number of impressions across all scenarios.")
+    impressions: int = option(120_000, "--impressions", "Number of impressions across all scenarios.")
     cold_item_fraction: float = option(0.05, "--cold-item-fraction", "Fraction of items introduced only in the test period.")
     cold_period: float = option(0.1, "--cold-period", "Cold items appear only in this last fraction of the time span (keep it below the temporal split's test fraction).")
     days: int = option(90, "--days", "Length of the simulated time span in days.")
@@ -114,6 +114,9 @@ class RetrievalConfig:
     positive_task: Optional[str] = option(None, "--positive-task", "Label column marking a positive (default: click/liked/... when present, else every interaction).")
     validate_every: int = option(1, "--validate-every", "Compute validation Recall@K every N epochs (0: never).")
     restore_best: bool = option(True, "--restore-best", "End with the weights of the epoch with the best validation Recall@10 (when validating).")
+    text_only_loss_weight: float = option(0.0, "--text-only-loss-weight", "Weight of an auxiliary retrieval loss in which the candidate tower sees every item as an unknown id (OOV row + text + categorical features), so that path alone retrieves the positive, as it must for cold items (0: off).")
+    item_id_dropout: Optional[float] = option(None, "--item-id-dropout", "Id dropout of the candidate tower's item id (default: --id-dropout).")
+    bag_of_words: bool = option(False, "--bag-of-words", "Add a learned bag-of-words text path to the candidate tower (and the history): mean of trainable word embeddings of the item's title + description, so words shared with training items carry over to cold items.")
 
 
 @dataclasses.dataclass
@@ -130,12 +133,11 @@ class RankingConfig:
     balance_scenarios: bool = option(True, "--balance-scenarios", "Weight examples so small scenarios are not drowned.")
     negatives_per_positive: int = option(4, "--negatives-per-positive", "Sampled negatives for positive-only logs.")
     epochs: int = option(8, "--ranking-epochs", "Ranking training epochs.")
-    batch_size: int = option(512, "--ranking-batch-size", "Ranking training batch size.")
-    learning_rate: float = option(0.001, "--ranking-learning-rate", "Ranking Adam learning rate.")
+    batch_size: int = option(1024, "--ranking-batch-size", "Ranking training batch size.")
+    learning_rate: float = option(0.002, "--ranking-learning-rate", "Ranking Adam learning rate.")
     embedding_dim: int = option(16, "--ranking-embedding-dim", "Width of id, categorical, scenario, context and text-token embeddings.")
     dropout: float = option(0.3, "--ranking-dropout", "Dropout after each hidden layer.")
     dot_interactions: bool = option(True, "--dot-interactions", "Add the pairwise dot products of the embedding fields (DLRM-style) to the bottom's input.")
-    hadamard_interactions: bool = option(True, "--hadamard-interactions", "Add the element-wise products of the user-side (user id, profile) and item-side (item id, title, description) embeddings to the bottom's input, so each scenario tower can weight the user-item affinity its own way.")
     scenario_weight_power: float = option(0.5, "--scenario-weight-power", "With --balance-scenarios, example weight ~ n_scenario^-power (1: equal total weight per scenario, 0.5: square-root tempered).")
     negative_source: str = option("catalogue", "--ranking-negatives", "Where negatives come from for positive-only logs.", choices=("catalogue", "retrieval"))
     liked_threshold: float = option(4.0, "--ranking-liked-threshold", "Ratings at or above this make the 'liked' label 1 when the data has ratings but no label.")
