@@ -21,8 +21,8 @@ import tensorflow_recommenders as tfrs
 from tfrs_multiscene.config import RetrievalConfig
 from tfrs_multiscene.data import schema
 from tfrs_multiscene.retrieval import features as F
-from tfrs_multiscene.retrieval.towers import (CandidateTower, FrozenTextEmbedding, IdEmbedding,
-                                              QueryTower, _regularizer)
+from tfrs_multiscene.retrieval.towers import (BagOfWordsEmbedding, CandidateTower, FrozenTextEmbedding, IdEmbedding,
+                                              QueryTower, _regularizer, item_id_dropout)
 
 #: Keys of a training batch (see ``train.make_training_dataset``).
 QUERY, CANDIDATE, WEIGHT, ITEM_ROW, PROBABILITY = "query", "candidate", "weight", "item_row", "probability"
@@ -43,19 +43,24 @@ class RetrievalModel(tfrs.Model):
         super().__init__()
         self.spec = spec
         self.cfg = cfg
-        item_id = IdEmbedding(spec.item_ids, cfg.feature_dim, cfg.id_dropout, _regularizer(cfg),
+        item_id = IdEmbedding(spec.item_ids, cfg.feature_dim, item_id_dropout(cfg), _regularizer(cfg),
                               name="item_id")
         self.candidate_model = CandidateTower(spec, cfg, item_embedding=item_id,
                                               encoder_factory=encoder_factory, name="candidate_tower")
         if cfg.share_item_embeddings:
             history_items = item_id
             history_text = self.candidate_model.text if isinstance(self.candidate_model.text, FrozenTextEmbedding) else None
+            history_words = self.candidate_model.words
         else:
             history_items = IdEmbedding(spec.item_ids, cfg.feature_dim, 0.0, _regularizer(cfg), name="history_item_id")
             history_text = (FrozenTextEmbedding(spec.item_table_ids, spec.item_text, cfg.feature_dim, name="history_text")
                             if spec.item_text is not None else None)
+            history_words = (BagOfWordsEmbedding(spec.item_table_ids, spec.item_words, spec.item_tokens,
+                                                 cfg.feature_dim, _regularizer(cfg), name="history_words")
+                             if spec.item_tokens is not None else None)
         self.query_model = QueryTower(spec, cfg, history_items=history_items, history_text=history_text,
-                                      encoder_factory=encoder_factory, name="query_tower")
+                                      encoder_factory=encoder_factory, history_words=history_words,
+                                      name="query_tower")
         self.task = tfrs.tasks.Retrieval(
             temperature=cfg.temperature if cfg.temperature and cfg.temperature > 0 else None,
             num_hard_negatives=cfg.hard_negatives or None,
@@ -67,6 +72,17 @@ class RetrievalModel(tfrs.Model):
     def compute_loss(self, features, training=False):
         query = self.query_model(features[QUERY], training=training)
         candidate = self.candidate_model(features[CANDIDATE], training=training)
+        loss = self._task_loss(query, candidate, features)
+        weight = float(self.cfg.text_only_loss_weight or 0.0)
+        if weight > 0:
+            # The same batch again with every candidate as an unknown id (OOV row + text +
+            # categorical features): that path alone must retrieve the positive, which is
+            # all a cold item has at serving time.
+            cold = self.candidate_model(features[CANDIDATE], training=training, unknown_ids=True)
+            loss = loss + weight * self._task_loss(query, cold, features)
+        return loss
+
+    def _task_loss(self, query, candidate, features):
         return self.task(
             query, candidate,
             sample_weight=features.get(WEIGHT),
@@ -159,4 +175,7 @@ def build_retrieval_model(train: schema.Tables, cfg: RetrievalConfig, text: Opti
       encoder_factory: zero-argument callable returning a fresh ``KerasHubLayer``.
     """
     spec = F.FeatureSpec.from_tables(train, cfg.history_length, text, base_spec, cfg.positive_task)
+    if cfg.bag_of_words:
+        spec.item_words, spec.item_tokens = F.item_token_table(
+            train.items, base_words=(base_spec.item_words or []) if base_spec else [])
     return RetrievalModel(spec, cfg, encoder_factory).build_towers()

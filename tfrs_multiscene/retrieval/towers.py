@@ -56,16 +56,19 @@ class IdEmbedding(tf.keras.layers.Layer):
             len(self.vocabulary) + 1, dim, embeddings_regularizer=regularizer,
             embeddings_initializer=tf.keras.initializers.RandomNormal(stddev=0.05))
 
-    def indices(self, ids, training=False, dropout=True):
-        """Row index per id (0 = OOV), with id dropout applied while training."""
+    def indices(self, ids, training=False, dropout=True, unknown=False):
+        """Row index per id (0 = OOV), with id dropout applied while training; ``unknown``:
+        every id is treated as OOV (row 0), as a cold item is."""
         idx = self.lookup(ids)
+        if unknown:
+            return tf.zeros_like(idx)
         if training and dropout and self.dropout > 0:
             drop = tf.random.uniform(tf.shape(idx)) < self.dropout
             idx = tf.where(drop, tf.zeros_like(idx), idx)
         return idx
 
-    def call(self, ids, training=False, dropout=True):
-        return self.embedding(self.indices(ids, training=training, dropout=dropout))
+    def call(self, ids, training=False, dropout=True, unknown=False):
+        return self.embedding(self.indices(ids, training=training, dropout=dropout, unknown=unknown))
 
 
 def _unflatten(values, like, dim: int):
@@ -131,6 +134,36 @@ class FinetuneTextEmbedding(_TableLookup):
         return _unflatten(tf.gather(self.projection(encoded), position), rows, self.projection.units)
 
 
+class BagOfWordsEmbedding(_TableLookup):
+    """Ids [...] -> mean of trainable word embeddings of that item's words -> [..., dim].
+
+    ``tokens`` str [n, T] holds each ``table_ids`` row's words ("" padded); the word
+    embedding is an :class:`IdEmbedding` over ``words`` (unknown words share its OOV row,
+    so warm starts extend it like any id vocabulary). Each distinct id of the batch is
+    embedded once (unique + gather). Ids outside the table get zeros.
+    """
+
+    def __init__(self, table_ids: Sequence[str], words: Sequence[str], tokens: np.ndarray, dim: int,
+                 regularizer=None, **kwargs):
+        super().__init__(table_ids, **kwargs)
+        tokens = np.asarray(tokens, dtype=str)
+        padded = np.concatenate([np.full((1, tokens.shape[1]), F.PAD, dtype=tokens.dtype), tokens])
+        self.tokens = tf.constant(padded.astype(object))
+        self.words = IdEmbedding(words, dim, regularizer=regularizer, name="words")
+        self.dim = int(dim)
+
+    def call(self, ids):
+        rows = self.lookup(ids)
+        unique, position = tf.unique(tf.reshape(rows, [-1]))
+        tokens = tf.gather(self.tokens, unique)  # [U, T]
+        pooled = masked_mean(self.words(tokens), tf.not_equal(tokens, F.PAD))
+        return _unflatten(tf.gather(pooled, position), rows, self.dim)
+
+    def pooled(self, ids, mask):
+        """Masked mean over a history ``ids`` [B, L] -> [B, dim]."""
+        return masked_mean(self(ids), mask)
+
+
 def masked_mean(values, mask):
     """Mean of ``values`` [B, L, d] where ``mask`` [B, L] is true -> [B, d] (zeros if none)."""
     weights = tf.cast(mask, values.dtype)[..., None]
@@ -162,6 +195,11 @@ class _Head(tf.keras.layers.Layer):
         return tf.math.l2_normalize(x, axis=-1) if self.normalize else x
 
 
+def item_id_dropout(cfg: RetrievalConfig) -> float:
+    """Id dropout of the candidate tower's item id (``cfg.item_id_dropout``, else ``id_dropout``)."""
+    return cfg.id_dropout if cfg.item_id_dropout is None else float(cfg.item_id_dropout)
+
+
 def _text_layer(table_ids, matrix, strings, dim, encoder_factory, name):
     """Frozen text layer when a matrix is given, finetune when raw texts + encoder are."""
     if matrix is not None:
@@ -185,19 +223,26 @@ class CandidateTower(tf.keras.Model):
                  encoder_factory: Optional[Callable] = None, **kwargs):
         super().__init__(**kwargs)
         d = cfg.feature_dim
-        self.item_id = item_embedding or IdEmbedding(spec.item_ids, d, cfg.id_dropout,
+        self.item_id = item_embedding or IdEmbedding(spec.item_ids, d, item_id_dropout(cfg),
                                                      _regularizer(cfg), name="item_id")
         self.categorical = {c: IdEmbedding(v, d, name=f"item_{c}") for c, v in spec.item_categorical.items()}
         self.text = _text_layer(spec.item_table_ids, spec.item_text, spec.item_text_strings, d,
                                 encoder_factory, "item_text")
+        self.words = (BagOfWordsEmbedding(spec.item_table_ids, spec.item_words, spec.item_tokens, d,
+                                          _regularizer(cfg), name="item_words")
+                      if spec.item_tokens is not None else None)
         self.head = _Head(cfg, name="head")
 
-    def call(self, inputs, training=False):
+    def call(self, inputs, training=False, unknown_ids=False):
+        """``unknown_ids``: embed every item as a cold one would be (OOV id row + text +
+        categorical features); used by the text-only auxiliary loss."""
         ids = inputs[F.ITEM_ID]
-        parts = [self.item_id(ids, training=training)]
+        parts = [self.item_id(ids, training=training, unknown=unknown_ids)]
         parts += [layer(inputs[c]) for c, layer in sorted(self.categorical.items())]
         if self.text is not None:
             parts.append(self.text(ids))
+        if self.words is not None:
+            parts.append(self.words(ids))
         return self.head(parts)
 
 
@@ -206,13 +251,13 @@ class QueryTower(tf.keras.Model):
     [B, embedding_dim].
 
     Parts: user id embedding (id dropout), scenario embedding, mean of the history items'
-    id embeddings (and of their frozen text), user categorical embeddings, profile text.
+    id embeddings (and of their frozen text and bag of words), user categorical embeddings, profile text.
     A user without a known id is represented by history, features and profile alone.
     """
 
     def __init__(self, spec: F.FeatureSpec, cfg: RetrievalConfig,
                  history_items: IdEmbedding, history_text=None,
-                 encoder_factory: Optional[Callable] = None, **kwargs):
+                 encoder_factory: Optional[Callable] = None, history_words=None, **kwargs):
         super().__init__(**kwargs)
         d = cfg.feature_dim
         self.user_id = (IdEmbedding(spec.user_ids, d, cfg.id_dropout, _regularizer(cfg), name="user_id")
@@ -221,6 +266,7 @@ class QueryTower(tf.keras.Model):
         self.scenario = IdEmbedding(spec.scenarios, d, cfg.id_dropout, name="scenario")
         self.history_items = history_items
         self.history_text = history_text
+        self.history_words = history_words
         self.pool = MaskedMeanPool(name="history_pool")
         self.categorical = {c: IdEmbedding(v, d, name=f"user_{c}") for c, v in spec.user_categorical.items()}
         self.text = _text_layer(spec.user_table_ids, spec.user_text, spec.user_text_strings, d,
@@ -239,6 +285,8 @@ class QueryTower(tf.keras.Model):
             parts.append(self.user_id(users, training=training))
         if self.history_text is not None:
             parts.append(self.history_text.pooled(history, mask))
+        if self.history_words is not None:
+            parts.append(self.history_words.pooled(history, mask))
         parts += [layer(inputs[c]) for c, layer in sorted(self.categorical.items())]
         if self.text is not None:
             parts.append(self.text(users))
