@@ -42,21 +42,14 @@ import tfrs_multiscene  # noqa: F401  (before TensorFlow)
 from tfrs_multiscene import config as C
 from tfrs_multiscene.serving.client import GrpcClient, RestClient, ServingClientError
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_serving import rss_kb  # noqa: E402  (one reader of /proc/<pid>/status for both benchmarks)
+
 SIGNATURE = "recommend"
 MAX_REQUESTS_PER_CLIENT = 200_000  # a hard bound on every request loop besides its time limit
 
 
 # --------------------------------------------------------------------------- process facts
-
-
-def rss_kb(pid) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
 
 
 def cpu_seconds(pid) -> float | None:

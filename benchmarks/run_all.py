@@ -75,6 +75,9 @@ def main(argv=None) -> int:
         f"`{os.path.relpath(out_dir, HERE.parent)}/`; ratios compare against a baseline run in "
         "the same process.",
         "",
+        "Benchmarks in this table: " + ", ".join(s.stem for s in scripts)
+        + (" (a partial run: `--only`)" if args.only else " (all)") + ".",
+        "",
         "| benchmark | figure | value |",
         "|---|---|---|",
     ]
