@@ -93,13 +93,20 @@ def test_import_first_makes_tfrs_usable():
     assert proc.stdout.strip().startswith("tf_keras")
 
 
-@pytest.mark.slow
-def test_demo_quick_end_to_end(tmp_path):
-    """`tfrs-multiscene demo --quick`: every stage runs and the outputs are where a user looks."""
-    out = tmp_path / "demo"
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+    """One `tfrs-multiscene demo --quick` run shared by the tests that read its outputs."""
+    out = tmp_path_factory.mktemp("demo") / "demo"
     proc = subprocess.run([sys.executable, "-m", "tfrs_multiscene.cli", "demo", "--quick", "--out", str(out),
                            "--demo-index", "brute_force"], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, proc
+
+
+@pytest.mark.slow
+def test_demo_quick_end_to_end(quick_demo):
+    """`tfrs-multiscene demo --quick`: every stage runs and the outputs are where a user looks."""
+    out, proc = quick_demo
     result = json.loads((out / "demo_result.json").read_text())
     assert result["rest"]["ids"] and result["rest"]["ids"] == result["grpc"]["ids"]
     standard = result["evaluation"]["retrieval"]["standard"]
@@ -110,3 +117,33 @@ def test_demo_quick_end_to_end(tmp_path):
     report = (out / "run" / "report" / "report.md").read_text()
     assert "Retrieval evaluation" in report and ".png" in report
     assert "REST and gRPC agree: True" in proc.stdout
+
+
+@pytest.mark.slow
+def test_demo_exports_serve_unknown_users_and_items(quick_demo):
+    """A user and items the model never saw still get answers (from features/OOV rows), not errors."""
+    out, _ = quick_demo
+    code = f"""
+import json, tensorflow as tf, tfrs_multiscene
+rec = tfrs_multiscene.load({str(out / 'models' / 'recommender')!r})
+inputs = {{name: spec for name, spec in rec.signatures['recommend'].structured_input_signature[1].items()}}
+feed = {{}}
+for name, spec in inputs.items():
+    if name == 'k':
+        feed[name] = tf.constant([5], spec.dtype)
+    elif name == 'timestamp':
+        feed[name] = tf.constant([1_700_000_000], spec.dtype)
+    elif spec.shape.rank == 2:
+        feed[name] = tf.constant([['never-seen-item']], spec.dtype)
+    elif spec.dtype == tf.string:
+        feed[name] = tf.constant(['search' if name == 'scenario' else 'never-seen-user'])
+    else:
+        feed[name] = tf.zeros([1], spec.dtype)
+out = rec('recommend', **feed)
+ids = [i.decode() for i in out['ids'].numpy()[0] if i]
+print(json.dumps({{'ids': ids, 'finite': bool(tf.reduce_all(tf.math.is_finite(out['scores'][:, :5])))}}))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    answer = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(answer["ids"]) == 5 and answer["finite"]
