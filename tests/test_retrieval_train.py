@@ -77,6 +77,30 @@ def test_training_batches_exclude_the_target_from_the_history():
         assert target not in row and list(row).count("") == 0  # 5 others of the user's 6
 
 
+def test_mixed_negatives_add_uniform_catalogue_items_to_each_batch():
+    tables = two_taste_world(n_users=4, per_user=6)
+    from tfrs_multiscene.retrieval.model import build_retrieval_model
+
+    cfg = RetrievalConfig(**{**CFG.__dict__, "mixed_negatives": 32})
+    model = build_retrieval_model(tables, cfg, None)
+    ds, _ = make_training_dataset(model.spec, tables, cfg, shuffle=False)
+    batch = next(iter(ds))
+    neg = batch["neg_candidate"]
+    assert neg["item_id"].shape == (32,) and neg["category"].shape == (32,)
+    items = tables.items.set_index("item_id")
+    for item, cat, row in zip(neg["item_id"].numpy().astype(str), neg["category"].numpy().astype(str),
+                              batch["neg_item_row"].numpy()):
+        assert items.loc[item, "category"] == cat and model.spec.item_table_ids[row] == item
+    # Column probabilities mix the in-batch (frequency) and the uniform draw.
+    p = batch["neg_probability"].numpy()
+    assert np.all(p > 0) and np.all(batch["probability"].numpy() > 0)
+    loss = model.compute_loss(batch, training=True)
+    assert np.isfinite(float(loss))
+    off = RetrievalConfig(**{**CFG.__dict__, "mixed_negatives": 0})
+    ds_off, _ = make_training_dataset(model.spec, tables, off, shuffle=False)
+    assert "neg_candidate" not in next(iter(ds_off))
+
+
 class Interrupt(tf.keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if epoch == 1:

@@ -95,15 +95,15 @@ class RetrievalConfig:
 
     embedding_dim: int = option(64, "--embedding-dim", "Output dimension of both towers.")
     epochs: int = option(10, "--epochs", "Training epochs.")
-    batch_size: int = option(1024, "--batch-size", "Training batch size (in-batch negatives).")
-    learning_rate: float = option(0.01, "--learning-rate", "Adam learning rate.")
-    temperature: float = option(0.05, "--temperature", "Softmax temperature of the retrieval task.")
+    batch_size: int = option(256, "--batch-size", "Training batch size (in-batch negatives).")
+    learning_rate: float = option(0.001, "--learning-rate", "Adam learning rate.")
+    temperature: float = option(0.1, "--temperature", "Softmax temperature of the retrieval task.")
     logq_correction: bool = option(True, "--logq-correction", "Sampling-bias (log-Q) correction from item frequencies.")
     hard_negatives: int = option(0, "--hard-negatives", "Number of hard negatives per query (0: off).")
     remove_accidental_hits: bool = option(True, "--remove-accidental-hits", "Mask in-batch negatives that are the positive item.")
     l2_normalize: bool = option(True, "--l2-normalize", "L2-normalise tower outputs.")
     id_dropout: float = option(0.1, "--id-dropout", "Probability of dropping an id during training (robustness to unseen ids).")
-    history_length: int = option(20, "--history-length", "Recent items pooled into the query tower.")
+    history_length: int = option(50, "--history-length", "Recent items pooled into the query tower.")
     l2_regularization: float = option(0.0, "--l2-regularization", "L2 penalty on embeddings.")
     warm_start: Optional[str] = option(None, "--warm-start", "Run directory whose model continues training on new data.")
     feature_dim: int = option(64, "--feature-dim", "Width of each tower part (id, history, category and text embeddings) before the head.")
@@ -116,6 +116,7 @@ class RetrievalConfig:
     restore_best: bool = option(True, "--restore-best", "End with the weights of the epoch with the best validation Recall@10 (when validating).")
     text_only_loss_weight: float = option(0.0, "--text-only-loss-weight", "Weight of an auxiliary retrieval loss in which the candidate tower sees every item as an unknown id (OOV row + text + categorical features), so that path alone retrieves the positive, as it must for cold items (0: off).")
     item_id_dropout: Optional[float] = option(None, "--item-id-dropout", "Id dropout of the candidate tower's item id (default: --id-dropout).")
+    mixed_negatives: int = option(4096, "--mixed-negatives", "Items drawn uniformly from the item table per batch and added to the in-batch negatives (mixed negative sampling; corrects in-batch popularity bias; 0: in-batch only).")
     bag_of_words: bool = option(False, "--bag-of-words", "Add a learned bag-of-words text path to the candidate tower (and the history): mean of trainable word embeddings of the item's title + description, so words shared with training items carry over to cold items.")
 
 

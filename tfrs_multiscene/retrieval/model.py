@@ -26,6 +26,8 @@ from tfrs_multiscene.retrieval.towers import (BagOfWordsEmbedding, CandidateTowe
 
 #: Keys of a training batch (see ``train.make_training_dataset``).
 QUERY, CANDIDATE, WEIGHT, ITEM_ROW, PROBABILITY = "query", "candidate", "weight", "item_row", "probability"
+#: Optional keys: uniformly sampled catalogue negatives (``RetrievalConfig.mixed_negatives``).
+NEG_CANDIDATE, NEG_ITEM_ROW, NEG_PROBABILITY = "neg_candidate", "neg_item_row", "neg_probability"
 
 
 class RetrievalModel(tfrs.Model):
@@ -72,22 +74,31 @@ class RetrievalModel(tfrs.Model):
     def compute_loss(self, features, training=False):
         query = self.query_model(features[QUERY], training=training)
         candidate = self.candidate_model(features[CANDIDATE], training=training)
-        loss = self._task_loss(query, candidate, features)
+        negatives = (self.candidate_model(features[NEG_CANDIDATE], training=training)
+                     if NEG_CANDIDATE in features else None)
+        loss = self._task_loss(query, candidate, features, negatives)
         weight = float(self.cfg.text_only_loss_weight or 0.0)
         if weight > 0:
             # The same batch again with every candidate as an unknown id (OOV row + text +
             # categorical features): that path alone must retrieve the positive, which is
             # all a cold item has at serving time.
             cold = self.candidate_model(features[CANDIDATE], training=training, unknown_ids=True)
-            loss = loss + weight * self._task_loss(query, cold, features)
+            loss = loss + weight * self._task_loss(query, cold, features, negatives)
         return loss
 
-    def _task_loss(self, query, candidate, features):
+    def _task_loss(self, query, candidate, features, negatives=None):
+        """In-batch softmax; ``negatives`` [N, D] (uniform catalogue samples) are appended
+        as extra columns after the batch's positives (the labels stay the diagonal)."""
+        probability, ids = features[PROBABILITY], features[ITEM_ROW]
+        if negatives is not None:
+            candidate = tf.concat([candidate, negatives], axis=0)
+            probability = tf.concat([probability, features[NEG_PROBABILITY]], axis=0)
+            ids = tf.concat([tf.cast(ids, tf.int64), tf.cast(features[NEG_ITEM_ROW], tf.int64)], axis=0)
         return self.task(
             query, candidate,
             sample_weight=features.get(WEIGHT),
-            candidate_sampling_probability=features[PROBABILITY] if self.cfg.logq_correction else None,
-            candidate_ids=features[ITEM_ROW] if self.cfg.remove_accidental_hits else None,
+            candidate_sampling_probability=probability if self.cfg.logq_correction else None,
+            candidate_ids=ids if self.cfg.remove_accidental_hits else None,
             compute_metrics=False, compute_batch_metrics=False,
         )
 

@@ -24,8 +24,8 @@ from tfrs_multiscene.config import RetrievalConfig, TextConfig
 from tfrs_multiscene.data import schema
 from tfrs_multiscene.retrieval import checkpoints as C
 from tfrs_multiscene.retrieval import features as F
-from tfrs_multiscene.retrieval.model import (CANDIDATE, ITEM_ROW, PROBABILITY, QUERY, WEIGHT,
-                                             RetrievalModel, build_retrieval_model)
+from tfrs_multiscene.retrieval.model import (CANDIDATE, ITEM_ROW, NEG_CANDIDATE, NEG_ITEM_ROW, NEG_PROBABILITY,
+                                             PROBABILITY, QUERY, WEIGHT, RetrievalModel, build_retrieval_model)
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,10 @@ def make_training_dataset(spec: F.FeatureSpec, train: schema.Tables, cfg: Retrie
     Each batch is ``{"query": {...}, "candidate": {...}, "weight": [B], "item_row": [B],
     "probability": [B]}``; the query's ``history`` [B, L] is the user's other training
     positives (the target excluded): the most recent ones, or a random subset re-drawn each
-    epoch (``cfg.history_sampling == "random"``).
+    epoch (``cfg.history_sampling == "random"``). With ``cfg.mixed_negatives = N`` each batch
+    also has ``neg_candidate`` (candidate features of N items drawn uniformly from the item
+    table), ``neg_item_row`` [N] and ``neg_probability`` [N]; ``probability`` is then the
+    mixed (in-batch + uniform) column probability used for log-Q.
     """
     pos = F.positive_interactions(train, cfg.positive_task)
     item_index = pd.Index(spec.item_table_ids)
@@ -103,10 +106,34 @@ def make_training_dataset(spec: F.FeatureSpec, train: schema.Tables, cfg: Retrie
         batch[QUERY][F.HISTORY] = tf.gather(strings, tf.where(ok, picked + 1, 0))
         return batch
 
+    mixed = int(cfg.mixed_negatives or 0)
+    if mixed > 0:
+        # Uniform catalogue negatives: candidate features of every item-table row.
+        table_ids = np.asarray(spec.item_table_ids, dtype=object).astype(str)
+        neg_table = {F.ITEM_ID: tf.constant(table_ids)}
+        for col in spec.item_categorical:
+            neg_table[col] = tf.constant(F.column_values(train.items, F.ITEM_ID, table_ids, col).astype(str))
+        n_table = len(table_ids)
+        base_prob = spec.candidate_probability()
+        # Probability of an item as a column of the mixed batch: B * p_j in-batch plus
+        # mixed / n uniform, over (B + mixed) columns (its log is the log-Q correction).
+        size = float(cfg.batch_size)
+        mixed_prob = tf.constant(((size * base_prob + mixed / n_table) / (size + mixed)).astype(np.float32))
+
+    def add_negatives(batch):
+        rows = tf.random.uniform([mixed], 0, n_table, dtype=tf.int64)
+        batch[NEG_CANDIDATE] = {k: tf.gather(v, rows) for k, v in neg_table.items()}
+        batch[NEG_ITEM_ROW] = rows
+        batch[NEG_PROBABILITY] = tf.gather(mixed_prob, rows)
+        batch[PROBABILITY] = tf.gather(mixed_prob, batch[ITEM_ROW])
+        return batch
+
     ds = tf.data.Dataset.from_tensor_slices(tensors)
     if shuffle:
         ds = ds.shuffle(len(pos), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(cfg.batch_size).map(add_history, num_parallel_calls=tf.data.AUTOTUNE)
+    if mixed > 0:
+        ds = ds.map(add_negatives, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE), len(pos)
 
 
