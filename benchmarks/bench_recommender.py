@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -43,7 +42,8 @@ from tfrs_multiscene import config as C
 from tfrs_multiscene.serving.client import GrpcClient, RestClient, ServingClientError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_serving import rss_kb  # noqa: E402  (one reader of /proc/<pid>/status for both benchmarks)
+import bench_serving as serving_bench  # noqa: E402  (server start-up and /proc readers shared with it)
+from bench_serving import rss_kb  # noqa: E402
 
 SIGNATURE = "recommend"
 MAX_REQUESTS_PER_CLIENT = 200_000  # a hard bound on every request loop besides its time limit
@@ -169,24 +169,6 @@ def to_inputs(req: dict, sig_inputs: dict, k: int) -> dict:
 
 
 # --------------------------------------------------------------------------- server
-
-
-def start_server(model_base: Path, log_path: Path, timeout: float = 300.0):
-    """(process, rest_url, grpc_target) of ``python -m tfrs_multiscene.serving.server`` on free ports."""
-    cmd = [sys.executable, "-m", "tfrs_multiscene.serving.server", "--model-base", str(model_base), "--host", "127.0.0.1",
-           "--rest-port", "0", "--grpc-port", "0", "--poll-seconds", "30"]
-    errlog = open(log_path, "w")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errlog, text=True,
-                            env=dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3"))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        line = proc.stdout.readline()
-        match = re.search(r"REST (http://\S+?)/v1/models/NAME\s+gRPC (\S+)", line)
-        if match:
-            threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # drain
-            return proc, match[1], match[2]
-    proc.kill()
-    raise RuntimeError(f"the server did not start; see {log_path}")
 
 
 def stop_server(proc) -> None:
@@ -375,7 +357,7 @@ def main(argv=None) -> int:
     result["requests_distinct"] = len(requests)
     result["mean_history"] = round(float(np.mean([len(r["history"]) for r in requests])), 1)
 
-    proc, rest_url, grpc_target = start_server(models, work / "server.log")
+    proc, rest_url, grpc_target = serving_bench.start_server(models, 300.0, log_path=work / "server.log", poll_seconds=30)
     pid = proc.pid
     try:
         makers = {"rest": lambda: RestClient(rest_url, timeout=30, retries=0),

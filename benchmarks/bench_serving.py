@@ -64,20 +64,26 @@ def rss_kb(pid) -> int | None:
     return None
 
 
-def start_server(model_base: str, timeout: float = 120.0):
-    """(process, rest_url, grpc_target) of a server subprocess on free ports."""
-    cmd = [sys.executable, "-m", "tfrs_multiscene.serving.server", "--model-base", model_base,
-           "--rest-port", "0", "--grpc-port", "0", "--poll-seconds", "5"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+def start_server(model_base, timeout: float = 120.0, log_path=None, poll_seconds: float = 5.0):
+    """(process, rest_url, grpc_target) of a server subprocess on free ports of 127.0.0.1.
+
+    The server's stderr goes to ``log_path`` (discarded when None); its stdout is drained
+    in the background once the start-up line is read, so the pipe never fills.
+    """
+    cmd = [sys.executable, "-m", "tfrs_multiscene.serving.server", "--model-base", str(model_base), "--host", "127.0.0.1",
+           "--rest-port", "0", "--grpc-port", "0", "--poll-seconds", str(poll_seconds)]
+    errlog = open(log_path, "w") if log_path else subprocess.DEVNULL
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errlog, text=True,
                             env=dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3"))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         line = proc.stdout.readline()
         match = re.search(r"REST (http://\S+?)/v1/models/NAME\s+gRPC (\S+)", line)
         if match:
+            threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # drain
             return proc, match[1], match[2]
     proc.kill()
-    raise RuntimeError("the server did not start")
+    raise RuntimeError("the server did not start" + (f"; see {log_path}" if log_path else ""))
 
 
 def dummy_inputs(client, model: str, signature: str, batch: int) -> dict:

@@ -28,6 +28,7 @@ import json
 import time
 
 from tfrs_multiscene import config as C
+from tfrs_multiscene.jsonsafe import json_safe
 from tfrs_multiscene.report import Report, markdown_table, plot_history
 from tfrs_multiscene.run import RunDir
 
@@ -88,7 +89,7 @@ def train_run(run_cfg: C.RunConfig, verbose: int = 1, log=print) -> dict:
         result = train_retrieval(split, run_cfg.retrieval, run.path, text_cfg=run_cfg.text,
                                  seed=run_cfg.train.seed, verbose=verbose)
         retrieval_model = result.model
-        summary["retrieval"] = {"seconds": round(time.time() - started, 1), **_jsonable(result.info)}
+        summary["retrieval"] = {"seconds": round(time.time() - started, 1), **json_safe(result.info)}
         figure = plot_history(_numeric(result.history), report.figure_path("retrieval_training.png"),
                               "retrieval")
         report.add("Retrieval training", _history_table(result.history) + "\n\n" +
@@ -113,7 +114,7 @@ def _ranking_stage(run: RunDir, run_cfg: C.RunConfig, split, retrieval_model, su
     started = time.time()
     result = train_ranking(split, run_cfg.ranking, run.path, feature_hook=hook,
                            seed=run_cfg.train.seed, verbose=2 if verbose else 0)
-    summary["ranking"] = {"seconds": round(time.time() - started, 1), **_jsonable(result.info)}
+    summary["ranking"] = {"seconds": round(time.time() - started, 1), **json_safe(result.info)}
     figure = plot_history(_numeric(result.history), report.figure_path("ranking_training.png"), "ranking")
     report.add("Ranking training", _history_table(result.history) + "\n\n" +
                f"architecture: {run_cfg.ranking.architecture}, seconds: {summary['ranking']['seconds']}",
@@ -186,7 +187,7 @@ def train_run_from_examples(run_cfg: C.RunConfig, verbose: int = 1, log=print) -
             run_cfg.train.examples, run_cfg.retrieval, run.path, text_cfg=run_cfg.text,
             seed=run_cfg.train.seed, verbose=verbose, split=rule, callbacks=callbacks, strategy=strategy)
         retrieval_model = model
-        summary["retrieval"] = {"seconds": round(time.time() - started, 1), **_jsonable(info)}
+        summary["retrieval"] = {"seconds": round(time.time() - started, 1), **json_safe(info)}
         if chief:
             history = {**history, "epoch": list(range(1, len(history.get("loss", [])) + 1))}
             figure = plot_history(_numeric(history), report.figure_path("retrieval_training.png"), "retrieval")
@@ -237,7 +238,3 @@ def _history_table(history: dict) -> str:
     n = max(len(history[k]) for k in keys)
     rows = [{"epoch": i + 1, **{k: history[k][i] for k in keys if i < len(history[k])}} for i in range(n)]
     return markdown_table(rows, ["epoch"] + keys)
-
-
-def _jsonable(obj):
-    return json.loads(json.dumps(obj, default=str))

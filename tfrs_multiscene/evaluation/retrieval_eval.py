@@ -33,7 +33,6 @@ object with ``.score(user_rows)`` (the baselines) is accepted and ignores the sc
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Callable, Mapping, Optional, Sequence
 
@@ -43,6 +42,7 @@ import scipy.sparse as sp
 from tfrs_multiscene.data.schema import SCENARIO, USER_ID, Tables
 from tfrs_multiscene.evaluation import metrics as M
 from tfrs_multiscene.evaluation.interactions import InteractionIndex
+from tfrs_multiscene.jsonsafe import json_safe
 
 ACTIVITY_GROUPS = ("light", "medium", "heavy")
 POPULARITY_GROUPS = ("head", "torso", "tail")
@@ -76,19 +76,6 @@ def _as_score_fn(fn) -> Callable:
 
 def _batch_size(n_items: int, budget_floats: int = 5_000_000) -> int:
     return int(max(1, min(2048, budget_floats // max(n_items, 1))))
-
-
-def _clean(value):
-    """JSON-safe: numpy scalars to Python, NaN to None, recursively."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return None if math.isnan(value) else float(value)
-    return value
 
 
 def _nanmean(x: np.ndarray) -> float:
@@ -279,7 +266,7 @@ def evaluate_retrieval(
     if len(scenarios) == 1:  # one scenario: identical to overall, not recomputed
         only = scenarios[0]
         retrieval["by_scenario"][only] = {"standard": retrieval["standard"], "tfrs": retrieval["tfrs"]}
-    return _clean({"split": split, "retrieval": retrieval, "definitions": DEFINITIONS})
+    return json_safe({"split": split, "retrieval": retrieval, "definitions": DEFINITIONS})
 
 
 def _cold_start(lists, std_mask, relevant, cold_cols, ks) -> dict:

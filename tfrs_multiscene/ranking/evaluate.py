@@ -39,6 +39,7 @@ from tfrs_multiscene.data import schema
 from tfrs_multiscene.evaluation import ranking_metrics as RM
 from tfrs_multiscene.ranking import data as D
 from tfrs_multiscene.ranking.model import RankingModel
+from tfrs_multiscene.jsonsafe import json_safe
 from tfrs_multiscene.ranking.train import FeatureHook, train_ranking
 
 METHODS = ("model", "pooled", "separate", "oracle")
@@ -167,7 +168,7 @@ def evaluate_ranking(split, cfg, run_dir, feature_hook: Optional[FeatureHook] = 
 
     out_dir = run_dir / "ranking"
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "evaluation.json").write_text(json.dumps(_jsonable(results), indent=1))
+    (out_dir / "evaluation.json").write_text(json.dumps(json_safe(results), indent=1))
     if report:
         _write_report(results, run_dir)
     return results
@@ -287,13 +288,3 @@ def _infos(training: dict):
             yield from _infos(v)
 
 
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        return None if math.isnan(float(obj)) else float(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
