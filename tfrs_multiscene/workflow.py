@@ -209,8 +209,7 @@ def export_run(export: C.ExportConfig, log=print) -> dict:
         log(f"  {name:<22} {path}")
     log(f"TF Serving configs: {Path(export.model_base) / 'serving_config'}")
     return {"servables": {k: str(v) for k, v in paths.items()},
-            "serving_config": {k: str(v) for k, v in dict(config_paths).items()} if isinstance(config_paths, dict)
-            else [str(p) for p in config_paths]}
+            "serving_config": {k: str(v) for k, v in config_paths.items()}}
 
 
 def run_export(args, export: C.ExportConfig) -> int:
