@@ -12,7 +12,7 @@ from tfrs_multiscene.config import RetrievalConfig
 from tfrs_multiscene.data.schema import Tables
 from tfrs_multiscene.data.splits import Split
 from tfrs_multiscene.retrieval import checkpoints as C
-from tfrs_multiscene.retrieval.train import evaluate_model, make_training_dataset, train_retrieval
+from tfrs_multiscene.retrieval.train import evaluate_model, make_training_dataset, patience_exhausted, train_retrieval
 
 CFG = RetrievalConfig(embedding_dim=16, feature_dim=16, epochs=2, batch_size=64, learning_rate=0.02,
                       history_length=5, temperature=0.1, use_user_id=True)
@@ -48,7 +48,10 @@ def test_training_learns_and_writes_checkpoints_history_and_logs(tmp_path):
     assert "val_recall_at_10" in h and all(x > 0 for x in h["examples_per_second"])
     assert json.loads((tmp_path / "retrieval" / "history.json").read_text())["epoch"] == [1, 2, 3, 4]
     assert any((tmp_path / "retrieval" / "logs").rglob("events.out.tfevents*"))
-    best = int(np.argmax(h["val_recall_at_10"])) + 1  # restore_best: the model is the best epoch
+    assert {"val_recall_at_50", "val_ndcg_at_20", "val_selection_score"} <= set(h)
+    expected = np.mean([h[f"val_{m}_at_{k}"][0] for m in ("recall", "ndcg") for k in (10, 20, 50)])
+    assert h["val_selection_score"][0] == pytest.approx(expected)
+    best = int(np.argmax(h["val_selection_score"])) + 1  # restore_best: the model is the best epoch
     assert result.info["final_checkpoint"].endswith(f"best-{best}")
     # Random ranking of a user's ~32 unseen items gives Recall@10 ~ 10/32; knowing the
     # taste (16 candidates of the right parity) gives ~ 10/16.
@@ -123,6 +126,28 @@ def test_resume_after_interruption(tmp_path):
     # A finished run is not trained again.
     again = train_retrieval(split, cfg, tmp_path, verbose=0)
     assert again.info["resumed_from_epoch"] == 3 and again.history["epoch"] == [1, 2, 3]
+
+
+def test_patience_rule_counts_validated_epochs_only():
+    h = {"val_selection_score": [0.1, 0.3, None, 0.2, 0.25]}
+    assert not patience_exhausted(h, 3)          # 0.3 is among the last three validated
+    assert patience_exhausted(h, 2)              # 0.2, 0.25 after a best of 0.3
+    assert not patience_exhausted(h, 0)          # 0 switches early stopping off
+    assert not patience_exhausted({"val_selection_score": [0.1, 0.1 + 1e-9]}, 1)
+
+
+def test_early_stopping_stops_at_the_first_epoch_without_improvement_and_keeps_the_best(tmp_path):
+    split = holdout(two_taste_world())
+    cfg = RetrievalConfig(**{**CFG.__dict__, "epochs": 8, "early_stopping": 1, "learning_rate": 0.05})
+    result = train_retrieval(split, cfg, tmp_path, verbose=0)
+    scores = result.history["val_selection_score"]
+    first_worse = next((e for e in range(1, 8) if scores[e] <= max(scores[:e])), None) if len(scores) > 1 else None
+    assert len(scores) == (first_worse + 1 if first_worse is not None else 8)
+    assert result.info["stopped_early_after_epoch"] == (len(scores) if first_worse is not None else None)
+    assert result.info["final_checkpoint"].endswith(f"best-{int(np.argmax(scores)) + 1}")
+    # Resuming a run that stopped early trains nothing more.
+    again = train_retrieval(split, cfg, tmp_path, verbose=0)
+    assert again.history["epoch"] == result.history["epoch"]
 
 
 def test_warm_start_keeps_old_rows_and_adds_new_ids(tmp_path):

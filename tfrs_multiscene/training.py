@@ -179,7 +179,8 @@ def train_run_from_examples(run_cfg: C.RunConfig, verbose: int = 1, log=print) -
         log("training retrieval (TFRS two-tower) streaming the examples' training rows")
         callbacks = []
         if chief and distribute.worker_count() == 1 and split.valid is not None and run_cfg.retrieval.validate_every > 0:
-            callbacks.append(_StreamValidation(split.train, split.valid, run_cfg.retrieval.validate_every))
+            callbacks.append(_StreamValidation(split.train, split.valid, run_cfg.retrieval.validate_every,
+                                               run_cfg.retrieval.selection_ks))
         if chief:
             shutil.rmtree(run.retrieval_dir / "best", ignore_errors=True)  # a stale best epoch would win at load
         started = time.time()
@@ -213,8 +214,8 @@ def _stream_validation_class():
     class StreamValidation(ValidationCallback):
         """Validation Recall@K of the model being fitted (``fit`` hands it over)."""
 
-        def __init__(self, train, valid, every):
-            super().__init__(None, train, valid, every)
+        def __init__(self, train, valid, every, selection_ks):
+            super().__init__(None, train, valid, every, selection_ks)
 
         def set_model(self, model):
             super().set_model(model)
@@ -223,8 +224,8 @@ def _stream_validation_class():
     return StreamValidation
 
 
-def _StreamValidation(train, valid, every):  # noqa: N802  (a factory: retrieval is imported late)
-    return _stream_validation_class()(train, valid, every)
+def _StreamValidation(train, valid, every, selection_ks):  # noqa: N802  (a factory: retrieval is imported late)
+    return _stream_validation_class()(train, valid, every, selection_ks)
 
 
 def _numeric(history: dict) -> dict:

@@ -29,8 +29,10 @@ from tfrs_multiscene.run import RunDir
 
 
 def _positive_label(tables: Tables, model_cfg) -> Optional[str]:
-    from tfrs_multiscene.retrieval.features import POSITIVE_TASKS
+    from tfrs_multiscene.retrieval.features import ALL_INTERACTIONS, POSITIVE_TASKS
 
+    if getattr(model_cfg, "positive_task", None) == ALL_INTERACTIONS:
+        return None
     if getattr(model_cfg, "positive_task", None):
         return model_cfg.positive_task
     return next((t for t in POSITIVE_TASKS if t in tables.interactions.columns), None)

@@ -27,8 +27,9 @@ from tfrs_multiscene.retrieval.towers import IdEmbedding
 
 SUBDIR = "retrieval"
 
-#: Validation metric that picks the best epoch.
-MONITOR = "val_recall_at_10"
+#: Validation metric that picks the best epoch: the mean of validation Recall@K and NDCG@K
+#: over RetrievalConfig.selection_ks (logged by retrieval.train.ValidationCallback).
+MONITOR = "val_selection_score"
 
 #: RetrievalConfig fields that shape the variables: a warm start keeps the base run's.
 STRUCTURAL_FIELDS = ("embedding_dim", "feature_dim", "hidden_units", "use_user_id",

@@ -40,15 +40,22 @@ PAD = ""
 #: Label columns that mark a positive interaction, first present wins.
 POSITIVE_TASKS = ("click", "liked", "like", "purchase", "conversion")
 
+#: ``positive_task`` value that makes every interaction a positive, label columns or not
+#: (e.g. all MovieLens ratings, as in the TFRS tutorials and the published baselines).
+ALL_INTERACTIONS = "all"
+
 
 def positive_interactions(tables: schema.Tables, positive_task: Optional[str] = None) -> pd.DataFrame:
     """The interactions the retrieval model learns from (user-item positives).
 
     ``positive_task`` names the 0/1 label column that marks a positive; by default the first
     of :data:`POSITIVE_TASKS` the interactions have (``click`` for impression logs). A log
-    without label columns is all positives (e.g. MovieLens ratings).
+    without label columns is all positives (e.g. MovieLens ratings), and so is any log with
+    ``positive_task == "all"``.
     """
     frame = tables.interactions
+    if positive_task == ALL_INTERACTIONS:
+        return frame.reset_index(drop=True)
     if positive_task is None:
         positive_task = next((t for t in POSITIVE_TASKS if t in frame.columns), None)
     elif positive_task not in frame.columns:
