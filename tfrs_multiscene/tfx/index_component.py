@@ -4,21 +4,30 @@
 of a run directory (the Trainer's ``model_run``), embeds the catalogue, tunes a ScaNN index
 against exact search to ``target_recall`` (or, where ScaNN cannot load, e.g. under TF 2.21,
 or when asked, a stock-op IVF / brute-force index), and writes the retrieval SavedModel
-into ``<out>/Format-Serving`` (the layout TFX's Pusher pushes) with ``index_report.json``.
+into ``<out>/Format-Serving`` (the layout TFX's Pusher pushes: ``path_utils.serving_model_path``
+of a Model artifact is ``<uri>/Format-Serving``) with ``index_report.json``.
+:func:`run_index_component` is the body of the TFX component: artifacts in, custom
+properties out; it needs only objects with ``.uri`` and ``set_*_custom_property``.
 
-:func:`make_index_component` returns the TFX custom component (``@component``) wrapping it;
-it imports TFX, so call it only where TFX is installed.
+:func:`make_index_component` returns the TFX custom component class ``RetrievalIndexer``
+(defined at module level in :mod:`tfrs_multiscene.tfx.components`, as TFX's ``@component``
+requires); it imports TFX, so call it only where TFX is installed.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 from pathlib import Path
 
 import tfrs_multiscene  # noqa: F401  (Keras 2 before TensorFlow)
+from tfrs_multiscene.tfx import fsutil
 
+log = logging.getLogger(__name__)
+
+#: ``tfx.utils.path_constants.SERVING_MODEL_DIR`` (TFX 1.x): where Pusher looks in a Model artifact.
 SERVING_SUBDIR = "Format-Serving"
 REPORT_FILE = "index_report.json"
 KINDS = ("scann", "ivf", "brute_force")
@@ -30,8 +39,19 @@ def scann_unavailable_reason() -> str | None:
         import scann  # noqa: F401
         from scann.scann_ops.py import scann_ops  # noqa: F401
     except Exception as err:  # noqa: BLE001  (ImportError, or undefined symbols under another TF)
-        return f"ScaNN TF ops unavailable: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        first = str(err).splitlines()[0] if str(err) else ""
+        return (f"ScaNN TF ops unavailable under TensorFlow {_tf_version()} ({type(err).__name__}: {first}); "
+                "scann 1.4.2 is built for TensorFlow 2.20")
     return None
+
+
+def _tf_version() -> str:
+    try:
+        import tensorflow as tf
+
+        return tf.__version__
+    except Exception:  # noqa: BLE001
+        return "unknown"
 
 
 def build_index_artifact(model_run_dir, out_dir, preprocess_dir, kind: str = "scann", target_recall: float = 0.95,
@@ -60,8 +80,14 @@ def build_index_artifact(model_run_dir, out_dir, preprocess_dir, kind: str = "sc
         reason = scann_unavailable_reason()
         if reason:
             report["fallback_reason"] = reason
+            log.warning("%s: building the stock-op %r index instead", reason, fallback)
             kind = fallback
-    model = load_retrieval(model_run_dir)
+    if fsutil.is_remote(model_run_dir):  # a bucket (Kubeflow / Vertex): load from a local copy
+        with tempfile.TemporaryDirectory() as tmp:
+            fsutil.copy_tree(model_run_dir, tmp)
+            model = load_retrieval(tmp)
+    else:
+        model = load_retrieval(fsutil.local_path(model_run_dir))
     items, _ = E.load_frames(preprocess_dir)
     ids = items["item_id"].astype(str).to_numpy()
     candidates = np.asarray(model.candidate_embeddings(items), np.float32)
@@ -81,12 +107,28 @@ def build_index_artifact(model_run_dir, out_dir, preprocess_dir, kind: str = "sc
     report["stock_ops"] = bool(index.describe().get("stock_ops", kind != "scann"))
     spec = {key: tf.TensorSpec([None], tf.string) for key in ("user_id", "scenario", *model.spec.user_categorical)}
     spec["history"] = tf.TensorSpec([None, None], tf.string)
-    out = Path(out_dir)
     with tempfile.TemporaryDirectory() as tmp:
-        version = export_retrieval(Path(tmp), model.query_model, index, spec, default_k=k,
+        staged = Path(tmp) / "out"
+        version = export_retrieval(Path(tmp) / "export", model.query_model, index, spec, default_k=k,
                                    metadata={"index_tuning": report})
-        shutil.copytree(version, out / SERVING_SUBDIR, dirs_exist_ok=True)
-    (out / REPORT_FILE).write_text(json.dumps(report, indent=1, default=str) + "\n")
+        shutil.copytree(version, staged / SERVING_SUBDIR)
+        (staged / REPORT_FILE).write_text(json.dumps(report, indent=1, default=str) + "\n")
+        fsutil.copy_tree(staged, out_dir)  # local or gs:// (the artifact URI under pipeline_root)
+    return report
+
+
+def run_index_component(model_run, index, preprocess_dir: str, kind: str = "scann", target_recall: float = 0.95,
+                        top_k: int = 100) -> dict:
+    """Body of the ``RetrievalIndexer`` component (no TFX needed): ``model_run`` is the
+    Trainer's ModelRun artifact, ``index`` the output Model artifact (anything with ``.uri``
+    and ``set_{string,float,int}_custom_property``). Writes ``<index.uri>/Format-Serving`` and
+    records kind, recall, stock_ops and any ScaNN fallback reason on the artifact."""
+    report = build_index_artifact(model_run.uri, index.uri, preprocess_dir, kind, target_recall, top_k=top_k)
+    index.set_string_custom_property("index_kind", str(report["kind"]))
+    index.set_float_custom_property("index_recall", float(report.get("recall", 1.0)))
+    index.set_int_custom_property("stock_ops", int(bool(report["stock_ops"])))
+    if report.get("fallback_reason"):
+        index.set_string_custom_property("fallback_reason", str(report["fallback_reason"]))
     return report
 
 
@@ -97,21 +139,6 @@ def make_index_component():
     the SavedModel under Format-Serving, ready for Pusher). Parameters: ``preprocess_dir``,
     ``kind``, ``target_recall``, ``top_k``.
     """
-    from tfx.dsl.component.experimental.annotations import (
-        InputArtifact,
-        OutputArtifact,
-        Parameter,
-    )
-    from tfx.dsl.component.experimental.decorators import component
-    from tfx.types.standard_artifacts import Model, ModelRun
-
-    @component
-    def RetrievalIndexer(model_run: InputArtifact[ModelRun], index: OutputArtifact[Model],
-                         preprocess_dir: Parameter[str], kind: Parameter[str] = "scann",
-                         target_recall: Parameter[float] = 0.95, top_k: Parameter[int] = 100):
-        report = build_index_artifact(model_run.uri, index.uri, preprocess_dir, kind, target_recall, top_k=top_k)
-        index.set_string_custom_property("index_kind", str(report["kind"]))
-        index.set_float_custom_property("index_recall", float(report.get("recall", 1.0)))
-        index.set_int_custom_property("stock_ops", int(report["stock_ops"]))
+    from tfrs_multiscene.tfx.components import RetrievalIndexer
 
     return RetrievalIndexer

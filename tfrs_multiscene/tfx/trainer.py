@@ -6,13 +6,15 @@ Two users:
   streams the Beam output (:func:`train_retrieval_from_examples`), sharded by worker and
   interleaved, so the interactions never have to fit in memory; the item/user tables and
   vocabularies come from the preprocess directory.
-* TFX: ``Trainer(module_file=<this file>, custom_config={...})`` calls :func:`run_fn`, which
+* TFX: ``Trainer(module_file=tfrs_multiscene/tfx/user_module/tfrs_multiscene_trainer.py)``
+  (a one-line module that re-exports :func:`run_fn`; see ``pipelines/tfx_pipeline.py``) or
+  ``Trainer(run_fn="tfrs_multiscene.tfx.trainer.run_fn")`` calls :func:`run_fn`, which
   trains retrieval (streaming) and ranking from ExampleGen's splits and writes the
   end-to-end ``recommender`` SavedModel to ``fn_args.serving_model_dir`` and the run
   directory (checkpoints, the other servables) to ``fn_args.model_run_dir``.
 
-This module never imports ``tfx``: TFX packages it as a wheel and imports it on its own, and
-it must import on machines without TFX.
+This module never imports ``tfx`` (``fn_args`` is duck-typed: TFX's ``FnArgs`` or any object
+with its fields), so it imports on machines without TFX.
 
 ``custom_config`` keys of :func:`run_fn`: ``preprocess_dir`` (required: vocabularies, items,
 users), ``retrieval`` / ``ranking`` / ``text`` / ``export`` (dicts of the config sections'
@@ -282,54 +284,73 @@ def _section(cls, custom: dict, key: str):
 
 
 def run_fn(fn_args) -> None:
-    """TFX Trainer entry point (generic trainer).
+    """TFX Trainer entry point (generic trainer, ``GenericExecutor``).
 
-    Reads ``fn_args.train_files`` / ``eval_files`` (ExampleGen splits of the preprocess
-    examples), ``fn_args.custom_config`` (see the module docstring), trains retrieval
-    (streaming, under the strategy TF_CONFIG asks for) and ranking, exports the servables,
-    and copies the end-to-end ``recommender`` into ``fn_args.serving_model_dir``.
+    Reads the ``FnArgs`` fields of TFX 1.21 (``tfx/components/trainer/fn_args_utils.py``):
+    ``train_files`` / ``eval_files`` (lists of *glob patterns*, ``<split uri>/*``, over
+    ExampleGen's GZIP TFRecords of the preprocess examples), ``train_steps`` (None unless
+    ``TrainArgs.num_steps``), ``custom_config`` (see the module docstring; None when unset),
+    ``model_run_dir`` and ``serving_model_dir`` (``<Model uri>/Format-Serving``, which the
+    executor requires to exist afterwards). ``schema_path`` / ``data_accessor`` /
+    ``transform_graph_path`` are not used: the parsing spec is the preprocess's
+    ``features.json``. Trains retrieval (streaming, under the strategy TF_CONFIG asks for)
+    and ranking, exports the servables into the run directory, and copies the end-to-end
+    ``recommender`` into ``serving_model_dir``. Remote (gs://) artifact URIs are written
+    through a local staging directory.
     """
     from tfrs_multiscene.data.splits import Split
     from tfrs_multiscene.export.servables import export_from_models
+    from tfrs_multiscene.tfx import fsutil
 
     custom = dict(getattr(fn_args, "custom_config", None) or {})
     if not custom.get("preprocess_dir"):
         raise ValueError("custom_config['preprocess_dir'] must name the `tfrs-multiscene preprocess` output "
                          "(vocabularies, items, users)")
+    train_files = list(getattr(fn_args, "train_files", None) or [])
+    eval_files = list(getattr(fn_args, "eval_files", None) or [])
+    if not train_files:
+        raise ValueError("fn_args.train_files is empty: the Trainer needs ExampleGen's 'train' split")
     pre = custom["preprocess_dir"]
-    run_dir = Path(fn_args.model_run_dir)
     retrieval_cfg = _section(RetrievalConfig, custom, "retrieval")
     text_cfg = _section(TextConfig, {"text": {"text_encoder": "none", **(custom.get("text") or {})}}, "text")
     export_cfg = _section(ExportConfig, {"export": {"index": "brute_force", "stock_index": "none",
                                                    **(custom.get("export") or {})}}, "export")
     total = getattr(fn_args, "train_steps", None)  # TFX counts steps over the whole run
     steps = max(1, int(total) // max(1, retrieval_cfg.epochs)) if total else None
-    model, history, info = train_retrieval_from_examples(pre, retrieval_cfg, run_dir, files=list(fn_args.train_files),
-                                                         text_cfg=text_cfg, steps_per_epoch=steps)
-    if not distribute.is_chief():
-        return
-    ranking_model = None
-    items, users = E.load_frames(pre)
-    if custom.get("train_ranking", True):
-        from tfrs_multiscene.ranking.train import train_ranking
+    remote = fsutil.is_remote(fn_args.model_run_dir) or fsutil.is_remote(fn_args.serving_model_dir)
+    with tempfile.TemporaryDirectory() as staging:
+        run_dir = Path(staging) / "run" if remote else Path(fsutil.local_path(fn_args.model_run_dir))
+        model, history, info = train_retrieval_from_examples(pre, retrieval_cfg, run_dir, files=train_files,
+                                                             text_cfg=text_cfg, steps_per_epoch=steps)
+        if not distribute.is_chief():
+            # TFX's GenericExecutor raises "run_fn failed to generate model" when serving_model_dir
+            # is missing after run_fn, on every worker; only the chief writes the model into it.
+            fsutil.makedirs(fn_args.serving_model_dir)
+            return
+        ranking_model = None
+        items, users = E.load_frames(pre)
+        if custom.get("train_ranking", True):
+            from tfrs_multiscene.ranking.train import train_ranking
 
-        train = examples_to_tables(pre, files=list(fn_args.train_files))
-        valid = examples_to_tables(pre, files=list(fn_args.eval_files)) if getattr(fn_args, "eval_files", None) else None
-        ranking = train_ranking(Split(train, valid, valid or train, {}), _section(RankingConfig, custom, "ranking"),
-                                run_dir, verbose=0, tensorboard=False)
-        ranking_model = ranking.model
-    summary = {"retrieval": {"history": history, **info}}
-    if ranking_model is not None:
-        with tempfile.TemporaryDirectory() as tmp:
-            paths = export_from_models(Path(tmp) / "models", model, ranking_model, items, users, export_cfg)
-            shutil.copytree(Path(tmp) / "models", run_dir / "models", dirs_exist_ok=True)
-        serving = run_dir / "models" / "recommender" / Path(paths["recommender"]).name
-        summary["servables"] = {k: str(run_dir / "models" / k / Path(v).name) for k, v in paths.items()}
-    else:
-        serving = _export_retrieval_only(model, items, export_cfg, run_dir)
-        summary["servables"] = {"retrieval": str(serving)}
-    shutil.copytree(serving, fn_args.serving_model_dir, dirs_exist_ok=True)
-    (run_dir / "tfx_trainer.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+            train = examples_to_tables(pre, files=train_files)
+            valid = examples_to_tables(pre, files=eval_files) if eval_files else None
+            ranking = train_ranking(Split(train, valid, valid or train, {}), _section(RankingConfig, custom, "ranking"),
+                                    run_dir, verbose=0, tensorboard=False)
+            ranking_model = ranking.model
+        summary = {"retrieval": {"history": history, **info}}
+        if ranking_model is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                paths = export_from_models(Path(tmp) / "models", model, ranking_model, items, users, export_cfg)
+                shutil.copytree(Path(tmp) / "models", run_dir / "models", dirs_exist_ok=True)
+            serving = run_dir / "models" / "recommender" / Path(paths["recommender"]).name
+            summary["servables"] = {k: str(run_dir / "models" / k / Path(v).name) for k, v in paths.items()}
+        else:
+            serving = _export_retrieval_only(model, items, export_cfg, run_dir)
+            summary["servables"] = {"retrieval": str(serving)}
+        (run_dir / "tfx_trainer.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+        fsutil.copy_tree(serving, fn_args.serving_model_dir)
+        if remote:
+            fsutil.copy_tree(run_dir, fn_args.model_run_dir)
 
 
 def _export_retrieval_only(model, items: pd.DataFrame, export_cfg: ExportConfig, run_dir: Path) -> Path:
