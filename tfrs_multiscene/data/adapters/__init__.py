@@ -18,12 +18,14 @@ from .movielens import (
     raw_movielens_1m,
     raw_movielens_100k,
 )
+from .recbole import has_atomic_files, load_recbole, raw_recbole
 
 ADAPTERS = {
     "movielens-100k": raw_movielens_100k,
     "movielens-1m": raw_movielens_1m,
     "mind": raw_mind,
     "amazon": raw_amazon,
+    "recbole": raw_recbole,
 }
 # Files whose presence identifies a download directory.
 SIGNATURES = {
@@ -39,6 +41,8 @@ def detect_adapter(directory) -> str | None:
     for name, files in SIGNATURES.items():
         if all((directory / f).is_file() for f in files):
             return name
+    if has_atomic_files(directory):  # RecBole atomic files: <name>.inter (+ .item, .user)
+        return "recbole"
     if directory.is_dir():
         reviews, meta = amazon_files(directory)
         if reviews and meta:
@@ -53,8 +57,10 @@ __all__ = [
     "load_mind",
     "load_movielens_1m",
     "load_movielens_100k",
+    "load_recbole",
     "raw_amazon",
     "raw_mind",
     "raw_movielens_1m",
     "raw_movielens_100k",
+    "raw_recbole",
 ]
