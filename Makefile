@@ -34,7 +34,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check tfrs_multiscene pipelines tests benchmarks
+	$(VENV)/bin/ruff check tfrs_multiscene pipelines tests benchmarks scripts
 
 # MovieLens-100K (RecBole's atomic files, fetched from the recbole 1.2.1 wheel; never committed:
 # GroupLens terms forbid redistribution). Then: --data data/movielens-100k --format recbole

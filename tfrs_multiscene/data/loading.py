@@ -63,9 +63,9 @@ def read_raw(cfg: DataConfig) -> RawTables:
         raise DataLayoutError(
             f"--data {path}: no {' or '.join(m + '.*' for m in missing)} file; expected interactions.<ext>, "
             f"items.<ext> (and optionally users.<ext>) with <ext> one of {list(FORMATS)}, or a MovieLens/MIND/Amazon "
-            f"download (u.data; ratings.dat; behaviors.tsv; meta_*.json)")
+            f"download (u.data; ratings.dat; behaviors.tsv; meta_*.json) or RecBole atomic files (<name>.inter)")
     if cfg.scenario_from not in (None, "", "none"):
-        raise DataLayoutError("--scenario-from applies to adapters (movielens-100k, movielens-1m, mind, amazon); "
+        raise DataLayoutError("--scenario-from applies to adapters (movielens-100k, movielens-1m, mind, amazon, recbole); "
                               "canonical tables carry their own 'scenario' column")
     chunks = {t: (read_table(p, fmt, cfg.chunk_rows) if p is not None else None) for t, p in files.items()}
     typed = tuple(t for t, p in files.items() if p is not None and (fmt or detect_format(p)) not in ("csv", "tsv"))
