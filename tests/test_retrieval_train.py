@@ -80,6 +80,21 @@ def test_training_batches_exclude_the_target_from_the_history():
         assert target not in row and list(row).count("") == 0  # 5 others of the user's 6
 
 
+def test_history_dropout_hides_part_of_each_history_and_redraws_it_every_epoch():
+    tables = two_taste_world(n_users=40, per_user=11)
+    from tfrs_multiscene.retrieval.model import build_retrieval_model
+
+    cfg = RetrievalConfig(**{**CFG.__dict__, "history_length": 10, "history_dropout": 0.5, "batch_size": 440})
+    model = build_retrieval_model(tables, cfg, None)
+    ds, _ = make_training_dataset(model.spec, tables, cfg, shuffle=False)
+    first, second = (next(iter(ds))["query"]["history"].numpy().astype(str) for _ in range(2))
+    kept = (first != "").mean()  # 10 others per example, each kept with probability 0.5
+    assert 0.4 < kept < 0.6
+    assert (first != second).any()
+    targets = next(iter(ds))["candidate"]["item_id"].numpy().astype(str)
+    assert all(t not in row for row, t in zip(first, targets))
+
+
 def test_mixed_negatives_add_uniform_catalogue_items_to_each_batch():
     tables = two_taste_world(n_users=4, per_user=6)
     from tfrs_multiscene.retrieval.model import build_retrieval_model

@@ -111,6 +111,7 @@ class RetrievalConfig:
     use_user_id: bool = option(False, "--use-user-id", "Include the user id embedding in the query tower (off by default: on sparse users it overfits; history carries the user).")
     share_item_embeddings: bool = option(True, "--share-item-embeddings", "History items use the candidate tower's item id (and text) embeddings.")
     history_sampling: str = option("recent", "--history-sampling", "Training history per example: the user's most recent other positives, or a random subset of them each epoch.", choices=("recent", "random"))
+    history_dropout: float = option(0.0, "--history-dropout", "Training only: drop each history item of an example with this probability, re-drawn every batch (denoising, as in Mult-DAE; the query then learns from partial histories).")
     positive_task: Optional[str] = option(None, "--positive-task", "Label column marking a positive (default: click/liked/... when present, else every interaction; 'all': every interaction even when label columns exist).")
     validate_every: int = option(1, "--validate-every", "Compute validation Recall@K every N epochs (0: never).")
     restore_best: bool = option(True, "--restore-best", "End with the weights of the epoch with the best validation selection score (when validating).")

@@ -59,7 +59,8 @@ def make_training_dataset(spec: F.FeatureSpec, train: schema.Tables, cfg: Retrie
     Each batch is ``{"query": {...}, "candidate": {...}, "weight": [B], "item_row": [B],
     "probability": [B]}``; the query's ``history`` [B, L] is the user's other training
     positives (the target excluded): the most recent ones, or a random subset re-drawn each
-    epoch (``cfg.history_sampling == "random"``). With ``cfg.mixed_negatives = N`` each batch
+    epoch (``cfg.history_sampling == "random"``), each of them dropped with probability
+    ``cfg.history_dropout`` (re-drawn every batch: a denoising history). With ``cfg.mixed_negatives = N`` each batch
     also has ``neg_candidate`` (candidate features of N items drawn uniformly from the item
     table), ``neg_item_row`` [N] and ``neg_probability`` [N]; ``probability`` is then the
     mixed (in-batch + uniform) column probability used for log-Q.
@@ -92,12 +93,19 @@ def make_training_dataset(spec: F.FeatureSpec, train: schema.Tables, cfg: Retrie
     hist_matrix = tf.constant(histories.matrix)
     strings = tf.constant(np.asarray([F.PAD] + list(spec.item_table_ids)))
     random_order = cfg.history_sampling == "random"
+    # One generator whose state advances across epochs: a seeded tf.random op inside
+    # Dataset.map restarts its sequence with every new iterator (every epoch of fit), so
+    # each epoch would redraw the very same dropout masks, history subsets and negatives.
+    rng = tf.random.Generator.from_seed(seed)
+    keep_probability = 1.0 - float(cfg.history_dropout)
 
     def add_history(batch):
         rows = tf.gather(hist_matrix, tf.maximum(batch.pop("_user_row"), 0))
         valid = (rows >= 0) & tf.not_equal(rows, tf.cast(batch[ITEM_ROW], rows.dtype)[:, None])
+        if keep_probability < 1.0:  # denoising: each history item kept with this probability
+            valid &= rng.uniform(tf.shape(rows)) < keep_probability
         if random_order:
-            keys = tf.random.uniform(tf.shape(rows))
+            keys = rng.uniform(tf.shape(rows))
         else:
             keys = tf.cast(tf.broadcast_to(tf.range(tf.shape(rows)[1]), tf.shape(rows)), tf.float32)
         keys = tf.where(valid, keys, tf.fill(tf.shape(keys), np.inf))
@@ -122,7 +130,7 @@ def make_training_dataset(spec: F.FeatureSpec, train: schema.Tables, cfg: Retrie
         mixed_prob = tf.constant(((size * base_prob + mixed / n_table) / (size + mixed)).astype(np.float32))
 
     def add_negatives(batch):
-        rows = tf.random.uniform([mixed], 0, n_table, dtype=tf.int64)
+        rows = rng.uniform([mixed], 0, n_table, dtype=tf.int64)
         batch[NEG_CANDIDATE] = {k: tf.gather(v, rows) for k, v in neg_table.items()}
         batch[NEG_ITEM_ROW] = rows
         batch[NEG_PROBABILITY] = tf.gather(mixed_prob, rows)
