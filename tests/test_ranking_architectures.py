@@ -102,3 +102,55 @@ def test_extra_dense_features_and_their_dot_product_feed_the_model():
     assert np.abs(p1 - p2).max() > 1e-5
     with pytest.raises(KeyError, match="query_embedding"):
         D.model_inputs(frame, model.spec, None)
+
+
+SCENARIO_OPTIONS = [dict(scenario_film=True, scenario_wide=False), dict(scenario_film=False, scenario_wide=True),
+                    dict(scenario_film=True, scenario_wide=True)]
+
+
+@pytest.mark.parametrize("options", SCENARIO_OPTIONS)
+def test_shared_bottom_scenario_conditioning_shapes_and_routing(options):
+    tables = tiny_tables(n=80)
+    cfg = small_cfg("shared_bottom", **options)
+    model = build_ranking_model(tables, cfg)
+    frame = D.build_examples(tables, cfg)
+    inputs = {k: tf.constant(v[:16]) for k, v in D.model_inputs(frame, model.spec).items()}
+    x = tf.random.normal([5, 7])
+    assert model.architecture.__class__(3, 2, cfg)(x, tf.constant([0, 1, 2, 0, 1])).shape == (5, 3, 2)
+    a, b = model.spec.scenarios.index("a"), model.spec.scenarios.index("b")
+    before = model.score_all_scenarios(inputs)["click"].numpy()
+    owned_b = model.architecture.scenario_owned(b)
+    names = " ".join(v.name for v, _ in owned_b)
+    assert ("gamma" in names) == bool(options.get("scenario_film"))
+    assert ("wide_s" in names) == bool(options.get("scenario_wide"))
+    for var, row in owned_b:  # only scenario b's FiLM rows / wide weights / tower
+        if "gamma" in var.name or "beta" in var.name or "wide_s" in var.name:
+            mask = tf.reshape(tf.one_hot(row, var.shape[0]), [-1] + [1] * (len(var.shape) - 1)) if row is not None else 1.0
+            var.assign_add(tf.random.normal(var.shape, stddev=0.5, seed=2) * mask)
+    after = model.score_all_scenarios(inputs)["click"].numpy()
+    np.testing.assert_allclose(after[:, a], before[:, a], rtol=1e-6, atol=1e-7)
+    assert np.abs(after[:, b] - before[:, b]).max() > 1e-4
+
+
+def test_film_and_wide_start_as_the_plain_shared_bottom():
+    """FiLM rows start at (scale 1, shift 0) and wide weights at 0: same logits as without them."""
+    cfg = small_cfg("shared_bottom", scenario_film=False, scenario_wide=False)
+    plain = build_architecture("shared_bottom", 3, 2, cfg)
+    both = build_architecture("shared_bottom", 3, 2, small_cfg("shared_bottom", scenario_film=True, scenario_wide=True))
+    x, idx = tf.random.normal([4, 7]), tf.constant([0, 1, 2, 0])
+    plain(x, idx), both(x, idx)
+    for dst, src in zip(both.bottom.dense, [d for d in plain.bottom.layers if isinstance(d, tf.keras.layers.Dense)]):
+        dst.set_weights(src.get_weights())
+    for dst, src in zip(both.heads.towers, plain.heads.towers):
+        dst.set_weights(src.get_weights())
+    np.testing.assert_allclose(both(x, idx).numpy(), plain(x, idx).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_tower_l2_adds_a_penalty_to_the_model_losses():
+    tables = tiny_tables(n=40)
+    frame = D.build_examples(tables, small_cfg("shared_bottom"))
+    for l2, expect in ((0.0, False), (0.01, True)):
+        cfg = small_cfg("shared_bottom", tower_l2=l2, scenario_wide=True)
+        model = build_ranking_model(tables, cfg)
+        model({k: tf.constant(v[:4]) for k, v in D.model_inputs(frame, model.spec).items()})
+        assert bool(model.losses) == expect

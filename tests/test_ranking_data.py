@@ -64,3 +64,28 @@ def test_model_inputs_types_and_missing_values():
     assert inputs["user_id"].dtype == object and inputs["timestamp"].dtype == np.int64
     assert np.isnan(inputs["price"][0])
     assert set(inputs) == set(spec.input_names())
+
+
+def test_skewed_positive_numerics_are_standardised_on_the_log_scale():
+    import tensorflow as tf
+
+    from tfrs_multiscene.ranking.features import FeatureEncoder, build_feature_spec
+
+    tables = tiny_tables(n=60)
+    tables.items["price"] = np.exp(np.linspace(0.0, 6.0, len(tables.items)))  # log-uniform: skewed
+    spec = build_feature_spec(tables, ["click"], log_skewed=True)
+    mean, std, kind = spec.numeric["price"]
+    assert kind == "log" and abs(mean - 3.0) < 1e-6
+    assert len(build_feature_spec(tables, ["click"]).numeric["price"]) == 2  # off by default
+    tables.items["price"] = np.linspace(1.0, 100.0, len(tables.items))  # not skewed: left linear
+    assert len(build_feature_spec(tables, ["click"], log_skewed=True).numeric["price"]) == 2
+    spec.numeric = {"price": [mean, std, "log"]}
+    enc = FeatureEncoder(spec, 4, dot_interactions=False)
+    frame = D.build_examples(tables, RankingConfig())
+    inputs = {k: tf.constant(v[:3]) for k, v in D.model_inputs(frame, spec).items()}
+    inputs["price"] = tf.constant([np.exp(3.0), -1.0, np.nan], tf.float32)
+    x = enc(inputs).numpy()
+    col = x[:, -1]  # numerics come after the embedding fields
+    np.testing.assert_allclose(col, [0.0, 0.0, 0.0], atol=1e-5)
+    inputs["price"] = tf.constant([np.exp(3.0 + std)] * 3, tf.float32)
+    np.testing.assert_allclose(enc(inputs).numpy()[:, -1], 1.0, rtol=1e-4)

@@ -37,6 +37,7 @@ CANDIDATE_EMBEDDING = "candidate_embedding"
 TEXT_TOKENS = 16           # tokens kept per text
 TEXT_HASH_BINS = 4096      # hashed vocabulary of the bag-of-words text feature
 MAX_VOCAB = 200_000        # ids beyond this (by frequency) share the OOV embedding
+LOG_SKEW_THRESHOLD = 1.0   # positive numerics more skewed than this are standardised as log(x)
 
 
 @dataclasses.dataclass
@@ -46,7 +47,9 @@ class FeatureSpec:
     Attributes:
       vocabularies: column -> list of known string values (user_id, item_id, scenario and
         every categorical column); unknown values map to one OOV index.
-      numeric: column -> (mean, std) over the training rows.
+      numeric: column -> ``[mean, std]`` over the training rows, or ``[mean, std, "log"]``
+        when the column is strictly positive and right-skewed (e.g. prices): the encoder
+        then standardises ``log(x)`` and mean / std are those of ``log(x)``.
       text: free-text columns present (title, profile).
       extra: dense extra feature name -> width.
       has_timestamp: whether hour-of-day / weekday context features exist.
@@ -102,11 +105,12 @@ class FeatureSpec:
 
 
 def build_feature_spec(train: schema.Tables, tasks, extra_features: Optional[dict] = None,
-                       scenarios=None) -> FeatureSpec:
+                       scenarios=None, log_skewed: bool = False) -> FeatureSpec:
     """Vocabularies and numeric statistics from the training tables.
 
     ``scenarios`` overrides the scenario vocabulary (the pooled / separate baselines use a
-    single pseudo-scenario).
+    single pseudo-scenario). With ``log_skewed`` a strictly positive numeric column whose
+    skewness exceeds :data:`LOG_SKEW_THRESHOLD` is standardised on the log scale.
     """
     inter = train.interactions
     vocabs = {
@@ -118,7 +122,7 @@ def build_feature_spec(train: schema.Tables, tasks, extra_features: Optional[dic
     for col in train.item_categorical_columns():
         vocabs[col] = _vocab(used_items[col])
     for col in train.item_numeric_columns():
-        numeric[col] = _stats(used_items[col])
+        numeric[col] = _stats(used_items[col], log_skewed)
     if train.users is not None:
         users = train.users[train.users[schema.USER_ID].isin(inter[schema.USER_ID].unique())]
         for col in train.user_categorical_columns():
@@ -128,7 +132,7 @@ def build_feature_spec(train: schema.Tables, tasks, extra_features: Optional[dic
         for col in train.user_numeric_columns():
             if col in numeric:
                 raise ValueError(f"column {col!r} exists in both the item and the user table")
-            numeric[col] = _stats(users[col])
+            numeric[col] = _stats(users[col], log_skewed)
     scen = list(scenarios) if scenarios is not None else train.scenarios
     vocabs[schema.SCENARIO] = scen
     text = [schema.TITLE]
@@ -155,18 +159,25 @@ def _vocab(values: pd.Series) -> list:
     return sorted(counts.index[:MAX_VOCAB].tolist())
 
 
-def _stats(values: pd.Series) -> list:
+def _stats(values: pd.Series, log_skewed: bool = False) -> list:
+    """``[mean, std]`` of a numeric column, or ``[mean, std, "log"]`` of ``log(values)`` for a
+    strictly positive, right-skewed column (skewness > LOG_SKEW_THRESHOLD) when ``log_skewed``."""
     v = pd.to_numeric(values, errors="coerce").astype(float)
+    log = bool(log_skewed and v.notna().sum() > 2 and (v.dropna() > 0).all()
+               and float(v.skew()) > LOG_SKEW_THRESHOLD)
+    if log:
+        v = np.log(v)
     mean = float(v.mean()) if v.notna().any() else 0.0
     std = float(v.std()) if v.notna().sum() > 1 else 1.0
-    return [mean, std if std > 1e-9 else 1.0]
+    return [mean, std if std > 1e-9 else 1.0] + (["log"] if log else [])
 
 
 class FeatureEncoder(tf.keras.layers.Layer):
     """Raw input dict -> dense vector ``[B, D]`` (embeddings, normalised numerics, text, extras).
 
     Per feature: string ids and categoricals -> StringLookup (1 OOV) -> Embedding(dim);
-    numerics -> (x - mean) / std (missing -> 0); text -> lower-case whitespace tokens
+    numerics -> (x - mean) / std, or (log x - mean) / std for columns the spec marks "log"
+    (missing or non-positive -> 0); text -> lower-case whitespace tokens
     (first 16) -> hashed to 4096 bins -> mean of token embeddings; timestamp -> hour-of-day
     and weekday embeddings; with ``dot_interactions`` the F(F-1)/2 pairwise dot products of
     those F embedding fields (DLRM-style, so user-item affinities such as profile text x
@@ -206,8 +217,11 @@ class FeatureEncoder(tf.keras.layers.Layer):
         for col, lookup in self.lookups.items():
             fields.append(self.embeddings[col](lookup(_as_string(inputs[col]))))
         parts = []
-        for col, (mean, std) in self.spec.numeric.items():
+        for col, stats in self.spec.numeric.items():
+            mean, std = float(stats[0]), float(stats[1])
             x = tf.cast(tf.reshape(inputs[col], [-1, 1]), tf.float32)
+            if len(stats) > 2 and stats[2] == "log":
+                x = tf.math.log(tf.where(x > 0, x, tf.fill(tf.shape(x), float("nan"))))
             x = tf.where(tf.math.is_finite(x), (x - mean) / std, tf.zeros_like(x))
             parts.append(x)
         for col, emb in self.text_embeddings.items():

@@ -193,5 +193,5 @@ def build_ranking_model(train: schema.Tables, cfg, extra_features=None, *, tasks
         if not tasks:
             raise ValueError("no tasks: the interactions have no label column the ranking model can learn")
         spec = build_feature_spec(train, tasks, extra_features,
-                                  scenarios=[POOLED_SCENARIO] if pooled else None)
+                                  scenarios=[POOLED_SCENARIO] if pooled else None, log_skewed=cfg.log_numeric)
     return RankingModel(spec, cfg, pooled=pooled, name="ranking")

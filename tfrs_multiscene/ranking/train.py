@@ -116,7 +116,7 @@ def train_ranking(split, cfg: RankingConfig, run_dir, feature_hook: Optional[Fea
     else:
         tasks = D.ranking_tasks(train, cfg.rating_task)
         spec = build_feature_spec(train, tasks, _extra_dims(train, cfg, feature_hook, seed),
-                                  scenarios=[POOLED_SCENARIO] if pooled else None)
+                                  scenarios=[POOLED_SCENARIO] if pooled else None, log_skewed=cfg.log_numeric)
     spec.save(out / "spec.json")
     save_config(cfg, out / "config.json")
 

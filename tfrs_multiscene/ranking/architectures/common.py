@@ -13,11 +13,13 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 
-def mlp(units, dropout: float = 0.0, name: str = None) -> tf.keras.Sequential:
-    """ReLU Dense layers of the given widths, each optionally followed by dropout."""
+def mlp(units, dropout: float = 0.0, name: str = None, l2: float = 0.0) -> tf.keras.Sequential:
+    """ReLU Dense layers of the given widths, each optionally followed by dropout
+    (``[B, D] -> [B, units[-1]]``); ``l2`` > 0 adds an L2 penalty on the kernels."""
+    reg = tf.keras.regularizers.l2(l2) if l2 else None
     layers = []
     for u in units:
-        layers.append(tf.keras.layers.Dense(int(u), activation="relu"))
+        layers.append(tf.keras.layers.Dense(int(u), activation="relu", kernel_regularizer=reg))
         if dropout:
             layers.append(tf.keras.layers.Dropout(dropout))
     return tf.keras.Sequential(layers, name=name)
@@ -62,19 +64,23 @@ class ScenarioHeads(tf.keras.layers.Layer):
 
     With ``per_head_input=True`` the input is ``[B, S, H, D]`` (one mixture per scenario
     and head, as in MMoE/PLE) and each (scenario, head) has its own tower and 1 logit.
+    ``l2`` > 0 adds an L2 penalty on every tower kernel (the model adds ``self.losses``).
     """
 
-    def __init__(self, num_scenarios, num_heads, units, dropout=0.0, per_head_input=False, **kwargs):
+    def __init__(self, num_scenarios, num_heads, units, dropout=0.0, per_head_input=False, l2=0.0, **kwargs):
         super().__init__(**kwargs)
         self.per_head_input = per_head_input
         self.num_heads = num_heads
+        reg = tf.keras.regularizers.l2(l2) if l2 else None
+
+        def tower(out, name):
+            return tf.keras.Sequential([mlp(units, dropout, l2=l2), tf.keras.layers.Dense(out, kernel_regularizer=reg)],
+                                       name=name)
+
         if per_head_input:
-            self.towers = [[tf.keras.Sequential([mlp(units, dropout), tf.keras.layers.Dense(1)],
-                                                name=f"tower_s{s}_h{h}") for h in range(num_heads)]
-                           for s in range(num_scenarios)]
+            self.towers = [[tower(1, f"tower_s{s}_h{h}") for h in range(num_heads)] for s in range(num_scenarios)]
         else:
-            self.towers = [tf.keras.Sequential([mlp(units, dropout), tf.keras.layers.Dense(num_heads)],
-                                               name=f"tower_s{s}") for s in range(num_scenarios)]
+            self.towers = [tower(num_heads, f"tower_s{s}") for s in range(num_scenarios)]
 
     def call(self, x, training=False):
         if self.per_head_input:
