@@ -254,3 +254,14 @@ def test_cold_item_options_train_reload_and_score_unseen_items(tmp_path):
     # And the text-only path still separates the two tastes: even users prefer even cold items.
     scores = model.score(["u0", "u2", "u1", "u3"], "feed", split.train, cold)
     assert (scores[:2, [0, 2]].mean() > scores[:2, [1, 3]].mean()) and (scores[2:, [1, 3]].mean() > scores[2:, [0, 2]].mean())
+
+
+def test_plateau_lr_factor_halves_the_learning_rate_after_each_epoch_without_improvement(tmp_path):
+    split = holdout(two_taste_world())
+    cfg = RetrievalConfig(**{**CFG.__dict__, "epochs": 5, "plateau_lr_factor": 0.5, "early_stopping": 0,
+                             "learning_rate": 0.05})
+    h = train_retrieval(split, cfg, tmp_path, verbose=0).history
+    scores, rates = h["val_selection_score"], h["lr"]  # lr as used in each epoch
+    for e in range(1, 5):
+        improved = scores[e - 1] > max(scores[: e - 1], default=-1.0)
+        assert rates[e] == pytest.approx(rates[e - 1] * (1.0 if improved else 0.5))

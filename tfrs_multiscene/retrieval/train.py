@@ -371,6 +371,9 @@ def train_retrieval(split, cfg: RetrievalConfig, run_dir, text_cfg: Optional[Tex
     cbs = [Throughput(n)]
     if valid is not None and cfg.validate_every > 0:
         cbs.append(ValidationCallback(model, train, valid, cfg.validate_every, cfg.selection_ks))
+        if 0.0 < cfg.plateau_lr_factor < 1.0:
+            cbs.append(tf.keras.callbacks.ReduceLROnPlateau(C.MONITOR, factor=cfg.plateau_lr_factor, patience=1,
+                                                            mode="max", min_delta=0.0, verbose=verbose))
     stopper = PatienceStop(history, cfg.early_stopping)
     cbs += [C.EpochCheckpoint(state, history, run_dir), stopper,
             tf.keras.callbacks.TensorBoard(str(C.model_dir(run_dir) / "logs"), profile_batch=0)]
