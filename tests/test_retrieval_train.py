@@ -265,3 +265,20 @@ def test_plateau_lr_factor_halves_the_learning_rate_after_each_epoch_without_imp
     for e in range(1, 5):
         improved = scores[e - 1] > max(scores[: e - 1], default=-1.0)
         assert rates[e] == pytest.approx(rates[e - 1] * (1.0 if improved else 0.5))
+
+
+def test_ema_momentum_makes_the_weight_average_the_model_at_each_epoch_end(tmp_path):
+    split = holdout(two_taste_world())
+    from tfrs_multiscene.retrieval.model import build_retrieval_model
+
+    tf.keras.utils.set_random_seed(42)
+    initial = build_retrieval_model(split.train, CFG, None).build_towers().candidate_embeddings(split.train.items)
+
+    def moved(ema):
+        cfg = RetrievalConfig(**{**CFG.__dict__, "ema_momentum": ema, "early_stopping": 0})
+        model = train_retrieval(split, cfg, tmp_path / f"ema{ema}", verbose=0).model
+        return np.abs(model.candidate_embeddings(split.train.items) - initial).mean()
+
+    # An average with momentum 0.9999 over ~20 steps stays next to the initial weights;
+    # the raw weights travel far.
+    assert moved(0.9999) < 0.1 * moved(0.0)

@@ -116,6 +116,7 @@ class RetrievalConfig:
     validate_every: int = option(1, "--validate-every", "Compute validation Recall@K every N epochs (0: never).")
     restore_best: bool = option(True, "--restore-best", "End with the weights of the epoch with the best validation selection score (when validating).")
     selection_ks: list = option([10, 20, 50], "--selection-ks", "Cut-offs K whose validation Recall@K and NDCG@K are averaged into the selection score that picks the best epoch and drives early stopping (one K alone is too noisy on a small validation split).", item_type=int)
+    ema_momentum: float = option(0.0, "--ema-momentum", "Keep an exponential moving average of the weights with this momentum (e.g. 0.99) and make it the model at every epoch end, so validation, checkpoints and the export see the averaged weights (0: off).")
     plateau_lr_factor: float = option(0.0, "--plateau-lr-factor", "Multiply the learning rate by this factor after each validated epoch without a better selection score (e.g. 0.5; 0: keep it constant).")
     early_stopping: int = option(3, "--early-stopping", "Stop after this many validated epochs without a better selection score (0: train every epoch).")
     text_only_loss_weight: float = option(0.0, "--text-only-loss-weight", "Weight of an auxiliary retrieval loss in which the candidate tower sees every item as an unknown id (OOV row + text + categorical features), so that path alone retrieves the positive, as it must for cold items (0: off).")

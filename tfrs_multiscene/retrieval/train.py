@@ -314,6 +314,21 @@ def text_inputs(train: schema.Tables, text_cfg: Optional[TextConfig]) -> tuple:
 # ---------------------------------------------------------------------- training
 
 
+def _examples(train: schema.Tables, cfg: RetrievalConfig) -> int:
+    return len(F.positive_interactions(train, cfg.positive_task))
+
+
+def make_optimizer(cfg: RetrievalConfig, examples: int) -> tf.keras.optimizers.Optimizer:
+    """Adam at ``cfg.learning_rate``; with ``cfg.ema_momentum`` it also keeps a moving average
+    of the weights and writes it into the model after every epoch's last step (so what is
+    validated and checkpointed at an epoch end is the averaged model)."""
+    if not cfg.ema_momentum:
+        return tf.keras.optimizers.Adam(cfg.learning_rate)
+    steps_per_epoch = max(1, -(-int(examples) // int(cfg.batch_size)))
+    return tf.keras.optimizers.Adam(cfg.learning_rate, use_ema=True, ema_momentum=float(cfg.ema_momentum),
+                                    ema_overwrite_frequency=steps_per_epoch if steps_per_epoch > 1 else None)
+
+
 
 
 def train_retrieval(split, cfg: RetrievalConfig, run_dir, text_cfg: Optional[TextConfig] = None,
@@ -356,7 +371,7 @@ def train_retrieval(split, cfg: RetrievalConfig, run_dir, text_cfg: Optional[Tex
         C.save_definition(run_dir, model)
         C.save_text_config(run_dir, text_cfg)
 
-    optimizer = tf.keras.optimizers.Adam(cfg.learning_rate)
+    optimizer = make_optimizer(cfg, _examples(train, cfg))
     optimizer.build(model.trainable_variables)
     model.compile(optimizer=optimizer)
     state = C.CheckpointState(run_dir, model, optimizer)
