@@ -1,5 +1,6 @@
 """Training loop, resume / warm start / load, baselines, and the side-by-side evaluation."""
 
+import dataclasses
 import json
 import types
 
@@ -165,3 +166,107 @@ def test_retrieval_embeddings_hook_feeds_query_candidate_and_dot(tmp_path):
     assert res.model.spec.extra == {"query_embedding": 2, "candidate_embedding": 2}
     out = predict(res.model, D.model_inputs(frame, res.model.spec, feats))
     assert out["click"].shape == (len(frame),)
+
+
+def _film_cfg(**kw):
+    return cfg(scenario_film=True, scenario_wide=True, **kw)
+
+
+@pytest.mark.parametrize("arch", ["shared_bottom", "mmoe"])
+def test_finetuning_one_scenario_changes_only_its_own_predictions(tmp_path, arch):
+    from tfrs_multiscene.ranking.finetune import finetune_scenarios
+    from tfrs_multiscene.ranking.train import prepare
+
+    split = make_split()
+    c = _film_cfg(architecture=arch, num_experts=2, scenario_finetune_epochs=2, learning_rate=0.05)
+    res = train_ranking(split, dataclasses.replace(c, scenario_finetune_epochs=0), tmp_path, verbose=0,
+                        tensorboard=False)
+    model = res.model
+    assert res.info["scenario_finetune"] is None
+    tr = prepare(split.train, model.spec, c, seed=0)
+    frame = D.build_examples(split.test, c)
+    inputs = {k: tf.constant(v) for k, v in D.model_inputs(frame, model.spec).items()}
+    before = model.score_all_scenarios(inputs)["click"].numpy()
+    owned = {id(v) for v, _ in model.architecture.scenario_owned(2)}
+    shared_before = [v.numpy().copy() for v in model.trainable_variables if id(v) not in owned]
+    rows_before = [(v, r, v.numpy().copy()) for v, r in model.architecture.scenario_owned(2) if r is not None]
+
+    report = finetune_scenarios(model, tr, None, c, scenarios=["c"])
+    assert set(report) == {"c"} and report["c"]["epochs"] == 2
+    after = model.score_all_scenarios(inputs)["click"].numpy()
+    np.testing.assert_array_equal(after[:, :2], before[:, :2])  # scenarios a and b: untouched
+    assert np.abs(after[:, 2] - before[:, 2]).max() > 1e-4      # scenario c: fine-tuned
+    shared_after = [v.numpy() for v in model.trainable_variables if id(v) not in owned]
+    for b, a in zip(shared_before, shared_after):  # encoder, shared bottom: frozen
+        np.testing.assert_array_equal(a, b)
+    for v, r, b in rows_before:  # row-owned weights (FiLM rows): only row c moved
+        a = v.numpy()
+        np.testing.assert_array_equal(np.delete(a, r, axis=0), np.delete(b, r, axis=0))
+    if arch == "shared_bottom":
+        assert any(not np.array_equal(v.numpy()[r], b[r]) for v, r, b in rows_before)
+
+
+def test_finetuning_keeps_the_joint_weights_when_validation_does_not_improve(tmp_path):
+    from tfrs_multiscene.ranking.finetune import finetune_scenarios
+    from tfrs_multiscene.ranking.train import prepare
+
+    split = make_split()
+    c = _film_cfg(scenario_finetune_epochs=3, scenario_finetune_lr=50.0, early_stopping=1)  # diverges
+    res = train_ranking(split, dataclasses.replace(c, scenario_finetune_epochs=0), tmp_path, verbose=0,
+                        tensorboard=False)
+    tr = prepare(split.train, res.model.spec, c, seed=0)
+    va = prepare(split.valid, res.model.spec, c, seed=1)
+    frame = D.build_examples(split.test, c)
+    inputs = {k: tf.constant(v) for k, v in D.model_inputs(frame, res.model.spec).items()}
+    before = res.model.score_all_scenarios(inputs)["click"].numpy()
+    report = finetune_scenarios(res.model, tr, va, c)
+    assert set(report) == {"a", "b", "c"}
+    for s, r in report.items():
+        assert len(r["val_loss"]) == r["epochs"] + 1
+        if r["best_epoch"] == 0:
+            col = res.model.spec.scenarios.index(s)
+            np.testing.assert_allclose(res.model.score_all_scenarios(inputs)["click"].numpy()[:, col],
+                                       before[:, col], rtol=1e-6)
+
+
+def test_train_ranking_finetunes_only_the_multi_scenario_model(tmp_path):
+    split = make_split()
+    c = _film_cfg(scenario_finetune_epochs=2)
+    main = train_ranking(split, c, tmp_path, verbose=0, tensorboard=False)
+    assert set(main.info["scenario_finetune"]) == {"a", "b", "c"}
+    frame = D.build_examples(split.test, c)
+    inputs = D.model_inputs(frame, main.model.spec)
+    loaded = load_ranking(tmp_path)  # the fine-tuned weights are the final ones
+    np.testing.assert_allclose(predict(loaded, inputs)["click"], predict(main.model, inputs)["click"], rtol=1e-5)
+    again = train_ranking(split, c, tmp_path, verbose=0, tensorboard=False)  # finished: not fine-tuned again
+    assert again.info["scenario_finetune"] == main.info["scenario_finetune"]
+    np.testing.assert_allclose(predict(again.model, inputs)["click"], predict(main.model, inputs)["click"], rtol=1e-5)
+    pooled = train_ranking(split, c, tmp_path, name="pooled", pooled=True, verbose=0, tensorboard=False)
+    sep = train_ranking(split, c, tmp_path, name="separate/a", scenario="a", verbose=0, tensorboard=False)
+    assert pooled.info["scenario_finetune"] is None and sep.info["scenario_finetune"] is None
+
+
+def test_pooled_model_gets_scenario_blind_retrieval_features(tmp_path):
+    from tfrs_multiscene.ranking.features import retrieval_feature_hook, scenario_blind_hook
+
+    split = make_split(n=300)
+    seen = []
+    base = retrieval_feature_hook(FakeRetrieval(), split.train)
+
+    def spy(frame):
+        seen.append(set(frame["scenario"].astype(str)))
+        return base(frame)
+
+    blind = scenario_blind_hook(spy)
+    assert scenario_blind_hook(blind) is blind and scenario_blind_hook(None) is None
+    frame = D.build_examples(split.test, cfg())
+    feats = blind(frame)
+    assert seen[-1] == {""} and set(frame["scenario"]) == {"a", "b", "c"}  # the frame itself is unchanged
+    np.testing.assert_array_equal(feats["query_embedding"][:, 1], 0.0)  # FakeRetrieval: dim 1 = (scenario == a)
+    seen.clear()
+    train_ranking(split, cfg(epochs=1), tmp_path, name="pooled", pooled=True, feature_hook=spy, verbose=0,
+                  tensorboard=False)
+    assert seen and all(s == {""} for s in seen)
+    seen.clear()
+    train_ranking(split, cfg(epochs=1), tmp_path, feature_hook=spy, verbose=0, tensorboard=False)
+    assert seen and all(s <= {"a", "b", "c"} and s != {""} for s in seen)

@@ -153,6 +153,8 @@ class RankingConfig:
     liked_threshold: float = option(4.0, "--ranking-liked-threshold", "Ratings at or above this make the 'liked' label 1 when the data has ratings but no label.")
     rating_task: bool = option(True, "--rating-task", "Add an MSE 'rating' task when the interactions have a rating column.")
     early_stopping: int = option(2, "--ranking-early-stopping", "Stop after this many epochs without validation-loss improvement and keep the best weights (0: off).")
+    scenario_finetune_epochs: int = option(0, "--scenario-finetune-epochs", "After joint training, fine-tune each scenario's own weights (tower, wide, FiLM rows; shared weights frozen) on its own examples for at most this many epochs, early-stopping on its own validation loss (0: off). Multi-scenario model only.")
+    scenario_finetune_lr: float = option(0.0, "--scenario-finetune-lr", "Adam learning rate of the per-scenario fine-tuning (0: the ranking learning rate).")
     warm_start: Optional[str] = option(None, "--ranking-warm-start", "Run directory whose ranking model (weights and vocabularies) continues training.")
 
 

@@ -38,6 +38,7 @@ import tensorflow as tf
 from tfrs_multiscene.data import schema
 from tfrs_multiscene.evaluation import ranking_metrics as RM
 from tfrs_multiscene.ranking import data as D
+from tfrs_multiscene.ranking.features import scenario_blind_hook
 from tfrs_multiscene.ranking.model import RankingModel
 from tfrs_multiscene.jsonsafe import json_safe
 from tfrs_multiscene.ranking.train import FeatureHook, train_ranking
@@ -130,7 +131,8 @@ def evaluate_ranking(split, cfg, run_dir, feature_hook: Optional[FeatureHook] = 
     training = {"model": main.info}
     if "pooled" in methods:
         pooled = train_ranking(split, cfg, run_dir, name="pooled", pooled=True, **common)
-        predictions["pooled"] = preds_of(pooled.model)
+        blind = scenario_blind_hook(feature_hook)
+        predictions["pooled"] = preds_of(pooled.model, test, blind(test) if blind is not None else None)
         training["pooled"] = pooled.info
     if "separate" in methods:
         sep = {t: np.full(len(test), np.nan) for t in tasks}

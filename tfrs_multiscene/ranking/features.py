@@ -305,3 +305,18 @@ def retrieval_feature_hook(retrieval_model, train: schema.Tables):
         return {QUERY_EMBEDDING: queries[inverse], CANDIDATE_EMBEDDING: cand}
 
     return hook
+
+
+def scenario_blind_hook(hook):
+    """``hook`` computed as if no example's scenario were known (the scenario column set to
+    ``""``, which the retrieval query tower maps to its OOV "any scenario" row, trained by
+    scenario dropout). The pooled baseline uses it: with the true scenario its retrieval
+    query embedding would carry the scenario it must ignore."""
+    if hook is None or getattr(hook, "scenario_blind", False):
+        return hook
+
+    def blind(frame: pd.DataFrame) -> dict:
+        return hook(frame.assign(**{schema.SCENARIO: ""}))
+
+    blind.scenario_blind = True
+    return blind

@@ -29,7 +29,8 @@ import tensorflow as tf
 from tfrs_multiscene.config import RankingConfig, from_dict, save_config
 from tfrs_multiscene.data import schema
 from tfrs_multiscene.ranking import data as D
-from tfrs_multiscene.ranking.features import FeatureSpec, build_feature_spec
+from tfrs_multiscene.ranking.features import FeatureSpec, build_feature_spec, scenario_blind_hook
+from tfrs_multiscene.ranking.finetune import finetune_scenarios, should_finetune
 from tfrs_multiscene.ranking.model import POOLED_SCENARIO, RankingModel
 
 FeatureHook = Callable[[pd.DataFrame], dict]   # example frame -> {name: float32 [N, d]}
@@ -104,6 +105,8 @@ def train_ranking(split, cfg: RankingConfig, run_dir, feature_hook: Optional[Fea
     if pooled:
         widen = len(split.train.scenarios)
         cfg = dataclasses.replace(cfg, tower_units=[int(u) * widen for u in cfg.tower_units])
+        if feature_hook is not None:  # the pooled model must not see the scenario through its features
+            feature_hook = scenario_blind_hook(feature_hook)
 
     resume = (out / "checkpoints" / "checkpoint").exists() and (out / "spec.json").exists()
     warm_dir = Path(cfg.warm_start) / "ranking" if cfg.warm_start else None
@@ -152,11 +155,14 @@ def train_ranking(split, cfg: RankingConfig, run_dir, feature_hook: Optional[Fea
     ds = D.make_dataset(tr.inputs, tr.targets, tr.weights, cfg.batch_size, shuffle=True, seed=seed)
     vds = D.make_dataset(va.inputs, va.targets, va.weights, 4 * cfg.batch_size) if va is not None else None
     initial = int(epoch.numpy())
+    finetune = previous.get("scenario_finetune") if finished else None
     if initial < cfg.epochs:
         fit = model.fit(ds, validation_data=vds, epochs=cfg.epochs, initial_epoch=initial,
                         callbacks=callbacks, verbose=verbose)
         for k, v in fit.history.items():
             history.setdefault(k, []).extend(float(x) for x in v)
+        if should_finetune(cfg, pooled, scenario, len(spec.scenarios)):
+            finetune = finetune_scenarios(model, tr, va, cfg, seed=seed, log=print if verbose else None)
     tf.train.Checkpoint(model=model).write(str(out / "final" / "model"))
     (out / "history.json").write_text(json.dumps(history, indent=1))
     curves = _plot_curves(history, out / f"curves_{name.replace('/', '_')}.png", name)
@@ -166,6 +172,7 @@ def train_ranking(split, cfg: RankingConfig, run_dir, feature_hook: Optional[Fea
         "train_examples": int(len(tr.frame)), "valid_examples": int(len(va.frame)) if va is not None else 0,
         "parameters": model.parameter_count(), "epochs_done": int(epoch.numpy()), "epochs_requested": cfg.epochs,
         "resumed_from_epoch": initial if resume else None, "warm_start": cfg.warm_start,
+        "scenario_finetune": finetune,
         "seconds": round(time.time() - start, 2), "curves": str(curves) if curves else None,
         "scenario_weights": D.scenario_weights(tr.frame[schema.SCENARIO], cfg.scenario_weight_power)
         if cfg.balance_scenarios else None,
