@@ -147,3 +147,15 @@ print(json.dumps({{'ids': ids, 'finite': bool(tf.reduce_all(tf.math.is_finite(ou
     assert proc.returncode == 0, proc.stderr[-3000:]
     answer = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len(answer["ids"]) == 5 and answer["finite"]
+
+
+def test_shipped_config_presets_load_into_typed_sections():
+    presets = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
+    assert presets, "configs/ holds the data-set presets"
+    for preset in presets:
+        args = cli.build_parser().parse_args(["train", "--config", str(preset)])
+        configs = cli.build_configs(args)
+        data = C.load_config_file(preset)
+        for section, fields in data.items():
+            for name, value in fields.items():
+                assert getattr(configs[section], name) == value, f"{preset.name}: {section}.{name}"
