@@ -53,6 +53,11 @@ def test_train_writes_run_files_resumes_and_loads(tmp_path):
     assert again.info["resumed_from_epoch"] == 2 and again.info["epochs_done"] == 3
     assert len(again.history["loss"]) == 3
 
+    # Another architecture or setting in the same run directory is refused, not half-loaded.
+    with pytest.raises(ValueError, match=r"another configuration \(dropout: saved 0\.\d+, now 0\.05\)"):
+        train_ranking(split, cfg(epochs=3, dropout=0.05), tmp_path, verbose=0)
+    assert json.loads((out / "config.json").read_text())["dropout"] != 0.05  # the run is left as it was
+
 
 def test_warm_start_starts_from_the_previous_weights(tmp_path):
     split = make_split()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -63,6 +64,10 @@ def run_demo(demo: C.DemoConfig) -> dict:
     timings["generate"] = time.time() - started
 
     started = _step("2/6 validate and train (retrieval: TFRS two-tower + MiniLM; ranking: shared bottom)")
+    for stale in (Path(run_cfg.train.run_dir), Path(demo.out) / "models"):  # the demo always starts afresh
+        if stale.exists():
+            shutil.rmtree(stale)
+            print(f"removed the previous demo's {stale}")
     summary = train_run(run_cfg, verbose=1)
     timings["train"] = time.time() - started
 

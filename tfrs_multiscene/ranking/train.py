@@ -111,6 +111,7 @@ def train_ranking(split, cfg: RankingConfig, run_dir, feature_hook: Optional[Fea
     resume = (out / "checkpoints" / "checkpoint").exists() and (out / "spec.json").exists()
     warm_dir = Path(cfg.warm_start) / "ranking" if cfg.warm_start else None
     if resume:
+        _check_same_config(out, cfg)
         spec = FeatureSpec.load(out / "spec.json")
     elif warm_dir is not None:
         if not (warm_dir / "spec.json").exists():
@@ -138,7 +139,12 @@ def train_ranking(split, cfg: RankingConfig, run_dir, feature_hook: Optional[Fea
     finished = resume and previous.get("epochs_requested", -1) >= cfg.epochs and (out / "final" / "model.index").exists()
     if finished:  # a completed run (possibly stopped early): keep its final weights
         ckpt.restore(manager.latest_checkpoint).expect_partial()
-        tf.train.Checkpoint(model=model).read(str(out / "final" / "model")).expect_partial()
+        final = tf.train.Checkpoint(model=model).read(str(out / "final" / "model"))
+        try:
+            final.assert_existing_objects_matched()
+        except AssertionError as err:
+            raise ValueError(f"{out}: the saved ranking model does not match this version's model "
+                             f"(trained by an older tfrs_multiscene?); train into a new --run. ({err})") from None
         epoch.assign(cfg.epochs)
     elif resume:
         ckpt.restore(manager.latest_checkpoint)
@@ -179,6 +185,25 @@ def train_ranking(split, cfg: RankingConfig, run_dir, feature_hook: Optional[Fea
     }
     (out / "info.json").write_text(json.dumps(info, indent=1, default=str))
     return RankingResult(model, history, info)
+
+
+#: RankingConfig fields that may change when a run is resumed.
+RESUMABLE_FIELDS = ("epochs", "early_stopping", "warm_start")
+
+
+def _check_same_config(out: Path, cfg: RankingConfig) -> None:
+    """Refuse to resume ``out`` with a configuration other than the one it was trained with."""
+    path = out / "config.json"
+    if not path.exists():
+        return
+    saved = json.loads(path.read_text())
+    current = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    changed = sorted(k for k in set(saved) | set(current)
+                     if k not in RESUMABLE_FIELDS and saved.get(k, "<absent>") != current.get(k, "<absent>"))
+    if changed:
+        detail = ", ".join(f"{k}: saved {saved.get(k, '<absent>')!r}, now {current.get(k, '<absent>')!r}" for k in changed)
+        raise ValueError(f"{out} holds a ranking model trained with another configuration ({detail}); "
+                         "resuming needs the same settings: train into a new --run (or pass the saved ones)")
 
 
 class _EpochCheckpoint(tf.keras.callbacks.Callback):
