@@ -105,8 +105,7 @@ def train_ranking(split, cfg: RankingConfig, run_dir, feature_hook: Optional[Fea
     if pooled:
         widen = len(split.train.scenarios)
         cfg = dataclasses.replace(cfg, tower_units=[int(u) * widen for u in cfg.tower_units])
-        if feature_hook is not None:  # the pooled model must not see the scenario through its features
-            feature_hook = scenario_blind_hook(feature_hook)
+        feature_hook = scenario_blind_hook(feature_hook)  # it must not see the scenario through its features
 
     resume = (out / "checkpoints" / "checkpoint").exists() and (out / "spec.json").exists()
     warm_dir = Path(cfg.warm_start) / "ranking" if cfg.warm_start else None

@@ -314,10 +314,6 @@ def text_inputs(train: schema.Tables, text_cfg: Optional[TextConfig]) -> tuple:
 # ---------------------------------------------------------------------- training
 
 
-def _examples(train: schema.Tables, cfg: RetrievalConfig) -> int:
-    return len(F.positive_interactions(train, cfg.positive_task))
-
-
 def make_optimizer(cfg: RetrievalConfig, examples: int) -> tf.keras.optimizers.Optimizer:
     """Adam at ``cfg.learning_rate``; with ``cfg.ema_momentum`` it also keeps a moving average
     of the weights and writes it into the model after every epoch's last step (so what is
@@ -371,7 +367,9 @@ def train_retrieval(split, cfg: RetrievalConfig, run_dir, text_cfg: Optional[Tex
         C.save_definition(run_dir, model)
         C.save_text_config(run_dir, text_cfg)
 
-    optimizer = make_optimizer(cfg, _examples(train, cfg))
+    dataset, n = make_training_dataset(model.spec, train, cfg, seed)
+    info["examples"] = n
+    optimizer = make_optimizer(cfg, n)
     optimizer.build(model.trainable_variables)
     model.compile(optimizer=optimizer)
     state = C.CheckpointState(run_dir, model, optimizer)
@@ -381,8 +379,6 @@ def train_retrieval(split, cfg: RetrievalConfig, run_dir, text_cfg: Optional[Tex
         history = {k: v[:done] for k, v in history.items()}
     info["resumed_from_epoch"] = done
 
-    dataset, n = make_training_dataset(model.spec, train, cfg, seed)
-    info["examples"] = n
     cbs = [Throughput(n)]
     if valid is not None and cfg.validate_every > 0:
         cbs.append(ValidationCallback(model, train, valid, cfg.validate_every, cfg.selection_ks))
