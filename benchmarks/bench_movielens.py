@@ -60,7 +60,7 @@ def summarise(results: dict) -> dict:
         out["model_over_ease"] = {k: model[k] / ease[k] for k in ("recall@10", "ndcg@10") if ease.get(k)}
     cold = retrieval.get("cold_start", {})
     if cold:
-        out["cold_start"] = {m: cold[m].get("recall@50") for m in ("model", "tfidf", "popularity") if m in cold}
+        out["cold_start"] = {m: cold[m].get("recall@50") for m in ("model", "tfidf", "popularity", "oracle_popularity") if m in cold}
         if out["cold_start"].get("tfidf"):
             out["cold_model_over_tfidf"] = out["cold_start"].get("model", 0.0) / out["cold_start"]["tfidf"]
     ranking = results.get("ranking", {}).get("liked", {})

@@ -107,6 +107,30 @@ def test_tfidf_profile_is_mean_of_history():
     assert model.score(np.array([0]))[0, 2] == pytest.approx(1.0)
 
 
+def test_with_history_scores_from_known_items_keeping_fitted_weights():
+    x, _, _ = block_matrix(n_blocks=2, users_per_block=8, items_per_block=4)
+    extra = sp.csr_matrix(([1.0], ([0], [7])), shape=x.shape)  # user 0 also knows item 7
+    known = (x + extra).tocsr()
+    ease = B.EASE(lam=5.0).fit(x)
+    weights = ease.weights.copy()
+    before = ease.score(np.arange(3))
+    ease.with_history(known)
+    np.testing.assert_array_equal(ease.weights, weights)  # nothing refitted
+    expected = np.zeros((3, x.shape[1]))
+    expected[:, ease.active] = known.toarray()[:3, ease.active] @ weights
+    np.testing.assert_allclose(ease.score(np.arange(3)), expected, atol=1e-5)
+    np.testing.assert_allclose(ease.score(np.arange(1, 3)), before[1:], atol=1e-6)  # other users unchanged
+    knn = B.ItemKNN(k=None).fit(x).with_history(known)
+    np.testing.assert_allclose(knn.score(np.array([0])), known[0] @ knn.similarity.toarray(), rtol=1e-6)
+    fitted = B.fit_baselines(x, methods=("popularity", "ease"), history_matrix=known)
+    default = B.EASE().fit(x).with_history(known)  # fit_baselines' lambda without validation: 300
+    np.testing.assert_allclose(fitted["ease"].score(np.array([0])), default.score(np.array([0])), atol=1e-6)
+    with pytest.raises(ValueError, match="shape"):
+        ease.with_history(known[:, :3])
+    with pytest.raises(RuntimeError, match="before fit"):
+        B.EASE().with_history(known)
+
+
 def test_fit_baselines_by_name():
     x, _, _ = block_matrix()
     fitted = B.fit_baselines(x, methods=("popularity", "item_knn", "ease", "tfidf"))

@@ -94,6 +94,23 @@ def test_scenario_without_known_users_gives_empty_results():
     json.dumps(res, allow_nan=False)
 
 
+def test_validation_items_are_known_at_test_time():
+    """The 80/20 protocol: validation interactions are history and excluded, never misses."""
+    from tfrs_multiscene.data.splits import Split
+    from tfrs_multiscene.evaluation.run_evaluation import _known, _known_info
+
+    valid = tables([("u0", "i3", "a")])
+    split = Split(TRAIN, valid, TEST, {})
+    known = _known(split)
+    assert len(known.interactions) == 4 and _known_info(split, known)["known_from"] == "train+valid"
+    index = InteractionIndex.from_tables(TRAIN)
+    res = evaluate_retrieval({"fixed": fixed_scores([])}, known, TEST, index, ks=(1,))
+    # u0's scores rank i0 (seen), i3 (validation), i2, i1: with i3 known the top 1 is i2, a hit
+    by_train_only = evaluate_retrieval({"fixed": fixed_scores([])}, TRAIN, TEST, index, ks=(1,))
+    assert res["retrieval"]["standard"]["fixed"]["hit_rate@1"] > by_train_only["retrieval"]["standard"]["fixed"]["hit_rate@1"]
+    assert _known(Split(TRAIN, None, TEST, {})) is TRAIN
+
+
 def test_score_shape_is_checked():
     index = InteractionIndex.from_tables(TRAIN)
     with pytest.raises(ValueError, match="shape"):
@@ -156,6 +173,9 @@ def test_toy_cold_start_content_beats_popularity(toy_results):
     cold = res["retrieval"]["cold_start"]
     assert cold["tfidf"]["recall_all@10"] > cold["popularity"]["recall_all@10"]
     assert cold["tfidf"]["recall@5"] > 0.5  # cold items of the user's topic come first
+    # the popularity ceiling read from the test labels: cold items have no training popularity
+    assert cold["oracle_popularity"]["recall@5"] > cold["popularity"]["recall@5"]
+    assert cold["oracle_popularity"]["users"] == cold["tfidf"]["users"]
 
 
 def test_toy_json_shape_table_and_plots(toy_results):

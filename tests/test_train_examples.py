@@ -76,6 +76,7 @@ def _figures(run_dir) -> dict:
     result = evaluate_run(EvaluateConfig(run_dir=str(run_dir), ks=[10], baselines=["popularity"],
                                          cold_start=False, ranking=False), log=lambda *a: None)
     standard = result["retrieval"]["standard"]
+    assert result["split"]["known_from"] == "train+valid"  # validation rows are history, not misses
     return {"model": standard["model"]["recall@10"], "popularity": standard["popularity"]["recall@10"],
             "users": standard["model"]["users"]}
 

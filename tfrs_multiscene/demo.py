@@ -124,7 +124,7 @@ def _example_user(tables):
 def _print_headline(results: dict) -> None:
     standard = results.get("retrieval", {}).get("standard", {})
     if standard:
-        print("retrieval, standard protocol (seen items excluded):")
+        print("retrieval, standard protocol (items the user had in training or validation excluded):")
         print(f"  {'method':<15}{'recall@10':>10}{'ndcg@10':>10}{'recall@100':>11}")
         for method, m in standard.items():
             print(f"  {method:<15}{m.get('recall@10', float('nan')):>10.4f}{m.get('ndcg@10', float('nan')):>10.4f}"

@@ -30,17 +30,35 @@ def _csr(matrix) -> sp.csr_matrix:
     return m
 
 
+def _binary(matrix) -> sp.csr_matrix:
+    m = _csr(matrix)
+    m.data = np.ones_like(m.data)  # implicit feedback: presence only
+    return m
+
+
 class _Baseline:
-    """Shared plumbing: the fitted binary training matrix and checks on ``score``."""
+    """Shared plumbing: the fitted binary training matrix, the users' known interactions that
+    ``score`` reads (the training matrix unless ``with_history`` replaced them) and checks."""
 
     name = "baseline"
     _train: Optional[sp.csr_matrix] = None
+    _history: Optional[sp.csr_matrix] = None
 
     def _set_train(self, train_matrix) -> sp.csr_matrix:
-        m = _csr(train_matrix)
-        m.data = np.ones_like(m.data)  # implicit feedback: presence only
-        self._train = m
-        return m
+        self._train = self._history = _binary(train_matrix)
+        return self._train
+
+    def with_history(self, history_matrix) -> "_Baseline":
+        """Score users from ``history_matrix`` (``[users, items]``, e.g. training plus validation
+        interactions) while keeping what ``fit`` learned from the training matrix: the fold-in
+        every history-based method allows, so all methods see the same known interactions."""
+        if self._train is None:
+            raise RuntimeError(f"{type(self).__name__}.with_history called before fit")
+        h = _binary(history_matrix)
+        if h.shape != self._train.shape:
+            raise ValueError(f"history matrix {h.shape} must have the training matrix's shape {self._train.shape}")
+        self._history = h
+        return self
 
     def _rows(self, user_rows) -> np.ndarray:
         if self._train is None:
@@ -105,7 +123,7 @@ class ItemKNN(_Baseline):
 
     def score(self, user_rows) -> np.ndarray:
         rows = self._rows(user_rows)
-        return np.asarray((self._train[rows] @ self.similarity).toarray(), dtype=np.float32)
+        return np.asarray((self._history[rows] @ self.similarity).toarray(), dtype=np.float32)
 
 
 class EASE(_Baseline):
@@ -136,13 +154,12 @@ class EASE(_Baseline):
         weights = p / (-np.diag(p))
         weights[np.diag_indices_from(weights)] = 0.0
         self.weights = weights.astype(np.float32)
-        self._xa = xa.astype(np.float32)
         return self
 
     def score(self, user_rows) -> np.ndarray:
         rows = self._rows(user_rows)
         out = np.zeros((rows.size, self.n_items), dtype=np.float32)
-        out[:, self.active] = self._xa[rows] @ self.weights
+        out[:, self.active] = self._history[rows][:, self.active] @ self.weights
         return out
 
 
@@ -219,7 +236,7 @@ class TfidfContent(_Baseline):
 
     def score(self, user_rows) -> np.ndarray:
         rows = self._rows(user_rows)
-        hist = self._train[rows]
+        hist = self._history[rows]
         counts = np.asarray(hist.sum(axis=1)).ravel()
         profile = sp.diags(1.0 / np.maximum(counts, 1)) @ hist @ self.item_vectors  # [B, V]
         pnorm = np.sqrt(np.asarray(profile.multiply(profile).sum(axis=1)).ravel())
@@ -286,9 +303,12 @@ BASELINES = ("popularity", "item_knn", "ease", "tfidf", "tfrs_tutorial")
 def fit_baselines(
     train_matrix, item_texts: Optional[Sequence[str]] = None, valid_matrix=None,
     methods: Sequence[str] = BASELINES, ease_lambdas: Sequence[float] = (10, 30, 100, 300, 1000, 3000),
-    knn_k: int = 100, tfrs_kwargs: Optional[dict] = None,
+    knn_k: int = 100, tfrs_kwargs: Optional[dict] = None, history_matrix=None,
 ) -> dict:
     """Fit the named baselines on ``train_matrix``; returns ``{name: fitted baseline}``.
+
+    ``history_matrix`` (same shape; default ``train_matrix``) holds the users' known
+    interactions that scoring starts from (``_Baseline.with_history``).
 
     EASE's lambda is tuned on ``valid_matrix`` when given (fit on ``train_matrix``), else
     300; the choice is on ``baselines["ease"].lam`` and ``.lambda_scores``. ``tfidf`` is
@@ -312,6 +332,9 @@ def fit_baselines(
             out[name] = TfidfContent(item_texts).fit(train_matrix)
         elif name == "tfrs_tutorial":
             out[name] = TfrsTutorial(**(tfrs_kwargs or {})).fit(train_matrix)
+    if history_matrix is not None:
+        for baseline in out.values():
+            baseline.with_history(history_matrix)
     return out
 
 

@@ -45,10 +45,12 @@ from tfrs_multiscene.evaluation.interactions import InteractionIndex
 from tfrs_multiscene.jsonsafe import json_safe
 
 ACTIVITY_GROUPS = ("light", "medium", "heavy")
+ORACLE_POPULARITY = "oracle_popularity"  # cold start: a ceiling reference read from the test labels
 POPULARITY_GROUPS = ("head", "torso", "tail")
 HEAD_SHARE = 0.2
 
 DEFINITIONS = {
+    "known": "each user's training and validation interactions (split.known_from): the history every method scores from; excluded from standard lists",
     "recall@K": "hits in top K / min(K, |unseen test items|), averaged over test users",
     "ndcg@K": "binary relevance; DCG / ideal DCG of min(K, |unseen test items|) hits",
     "hit_rate@K": "share of users with at least one hit in the top K",
@@ -58,6 +60,7 @@ DEFINITIONS = {
     "diversity@K": "mean pairwise cosine distance of item embeddings within a top-K list",
     "top@K": "TFRS FactorizedTopK: share of test interactions whose item is in the user's top K over all items (seen not excluded)",
     "cold_start": "recall@K: candidates = cold items only; recall_all@K: candidates = all items (seen excluded); relevant = the user's cold test items",
+    "oracle_popularity": "cold start only: cold items ranked by their number of test users, read from the test labels (no method can; the share of cold-start recall that item popularity alone explains)",
     "activity": "terciles of evaluated users' training item counts",
     "popularity_share": "head = most popular items holding the first 20% of training interactions, tail = least popular holding the last 20% (and unseen items), torso = the rest",
 }
@@ -189,7 +192,9 @@ def evaluate_retrieval(
 
     Args:
       score_fns: ``{method: fn(user_rows, scenario) -> [B, n_items]}`` or fitted baselines.
-      train, test: the split; ``train``'s positives are the seen items.
+      train, test: the known interactions (training, plus validation when the run has it:
+        what the system knows when the test period starts) and the test part; ``train``'s
+        positives are the seen items that standard lists exclude.
       index: user/item index; test interactions of users outside it are counted, not scored.
       ks: cut-offs; those above the catalogue size are dropped (recorded in ``split``).
       item_embeddings: ``[n_items, D]`` dense or sparse, enables ``diversity@K``.
@@ -263,6 +268,11 @@ def evaluate_retrieval(
                 for k in ks for i, g in enumerate(POPULARITY_GROUPS)}
             if cold_cols is not None:
                 retrieval["cold_start"][method] = _cold_start(lists, std_mask, relevant[std_users], cold_cols, ks)
+        if scope is None and cold_cols is not None:
+            test_users = np.asarray((counts > 0).sum(axis=0), dtype=np.float32).ravel()
+            lists = _rank_lists(lambda rows, _s: np.broadcast_to(test_users, (len(rows), n_items)),
+                                users, None, seen, kmax, cold_cols, n_items, batch)
+            retrieval["cold_start"][ORACLE_POPULARITY] = _cold_start(lists, std_mask, relevant[std_users], cold_cols, ks)
     if len(scenarios) == 1:  # one scenario: identical to overall, not recomputed
         only = scenarios[0]
         retrieval["by_scenario"][only] = {"standard": retrieval["standard"], "tfrs": retrieval["tfrs"]}

@@ -49,6 +49,22 @@ def _whole(split) -> Tables:
     return split.train.with_interactions(pd.concat(parts, ignore_index=True))
 
 
+def _known(split) -> Tables:
+    """What the system knows of each user when the test period starts: the training and the
+    validation interactions. Every method (the two-tower's history features, the baselines'
+    user rows) scores from these and every list excludes them, so a validation item is
+    neither recommended again nor counted as a miss; parameters stay fitted on train alone."""
+    if split.valid is None or split.valid.interactions.empty:
+        return split.train
+    return split.train.with_interactions(
+        pd.concat([split.train.interactions, split.valid.interactions], ignore_index=True))
+
+
+def _known_info(split, known: Tables) -> dict:
+    valid = 0 if split.valid is None else len(split.valid.interactions)
+    return {"known_interactions": int(len(known.interactions)), "known_from": "train+valid" if valid else "train"}
+
+
 def evaluate_retrieval_run(run: RunDir, run_cfg: C.RunConfig, ecfg: C.EvaluateConfig, split,
                            log=print) -> dict:
     """Retrieval metrics of the run's model and the baselines on ``split`` (same run)."""
@@ -66,15 +82,18 @@ def evaluate_retrieval_run(run: RunDir, run_cfg: C.RunConfig, ecfg: C.EvaluateCo
     valid_matrix = None
     if split.valid is not None and "ease" in ecfg.baselines:
         valid_matrix = index.matrix(split.valid, "binary", label, unknown_users="drop")
+    known = _known(split)
     log(f"fitting baselines {ecfg.baselines} on {train_matrix.nnz} training positives")
     fitted = fit_baselines(train_matrix, _item_texts(items), valid_matrix, list(ecfg.baselines),
-                           ease_lambdas=[float(x) for x in ecfg.ease_lambdas])
-    score_fns = {"model": model.score_fn(train, index.item_ids, index.user_ids), **fitted}
+                           ease_lambdas=[float(x) for x in ecfg.ease_lambdas],
+                           history_matrix=index.matrix(known, "binary", label, unknown_users="drop"))
+    score_fns = {"model": model.score_fn(known, index.item_ids, index.user_ids), **fitted}
     cold_items = split.info.get("test_items") if split.info.get("kind") == "cold_item" else None
     log("scoring the model and baselines on the test split")
-    results = evaluate_retrieval(score_fns, train, split.test, index, ks=ecfg.ks,
+    results = evaluate_retrieval(score_fns, known, split.test, index, ks=ecfg.ks,
                                  item_embeddings=_text_table(model, items),
-                                 cold_items=cold_items, positive_label=label, split_info=split.info)
+                                 cold_items=cold_items, positive_label=label,
+                                 split_info={**split.info, **_known_info(split, known)})
     if "ease" in fitted:
         results["split"]["ease_lambda"] = float(fitted["ease"].lam)
     if cold_items is None and ecfg.cold_start:
@@ -113,11 +132,13 @@ def cold_start_run(run: RunDir, run_cfg: C.RunConfig, ecfg: C.EvaluateConfig, sp
     train = cold.train
     label = _positive_label(train, model.cfg)
     index = InteractionIndex.from_tables(train)
+    known = _known(cold)
     fitted = fit_baselines(index.matrix(train, "binary", label), _item_texts(train.items), None,
-                           ["popularity", "tfidf"])
-    fns = {"model": model.score_fn(train, index.item_ids, index.user_ids), **fitted}
-    out = evaluate_retrieval(fns, train, cold.test, index, ks=ecfg.ks, cold_items=cold.info["test_items"],
-                             positive_label=label, split_info=cold.info)
+                           ["popularity", "tfidf"],
+                           history_matrix=index.matrix(known, "binary", label, unknown_users="drop"))
+    fns = {"model": model.score_fn(known, index.item_ids, index.user_ids), **fitted}
+    out = evaluate_retrieval(fns, known, cold.test, index, ks=ecfg.ks, cold_items=cold.info["test_items"],
+                             positive_label=label, split_info={**cold.info, **_known_info(cold, known)})
     cold_start = out["retrieval"].get("cold_start", {})
     cold_start["split"] = {"kind": "cold_item", "held_out_items": len(cold.info["test_items"]),
                            "seed": cold_cfg.seed, "test_fraction": cold_cfg.test_fraction}
