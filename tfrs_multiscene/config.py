@@ -144,6 +144,7 @@ class RankingConfig:
     epochs: int = option(8, "--ranking-epochs", "Ranking training epochs.")
     batch_size: int = option(1024, "--ranking-batch-size", "Ranking training batch size.")
     learning_rate: float = option(0.002, "--ranking-learning-rate", "Ranking Adam learning rate.")
+    ema_momentum: float = option(0.0, "--ranking-ema-momentum", "Keep an exponential moving average of the ranking weights with this momentum and make it the model at every epoch end (validation loss, early stopping and checkpoints see the average; pooled and separate baselines train the same way; 0: off).")
     embedding_dim: int = option(16, "--ranking-embedding-dim", "Width of id, categorical, scenario, context and text-token embeddings.")
     dropout: float = option(0.3, "--ranking-dropout", "Dropout after each hidden layer.")
     log_numeric: bool = option(False, "--log-numeric", "Standardise strictly positive, right-skewed numeric features (e.g. price) on the log scale (off: it lowered validation AUC on the synthetic world).")

@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from tfrs_multiscene.config import RankingConfig, from_dict, save_config
 from tfrs_multiscene.data import schema
+from tfrs_multiscene.optimizers import adam, steps_per_epoch
 from tfrs_multiscene.ranking import data as D
 from tfrs_multiscene.ranking.features import FeatureSpec, build_feature_spec, scenario_blind_hook
 from tfrs_multiscene.ranking.finetune import finetune_scenarios, should_finetune
@@ -127,7 +128,7 @@ def train_ranking(split, cfg: RankingConfig, run_dir, feature_hook: Optional[Fea
     va = prepare(valid, spec, cfg, feature_hook, seed + 1, candidate_fn) if valid is not None and len(valid.interactions) else None
 
     model = RankingModel(spec, cfg, pooled=pooled, name="ranking")
-    optimizer = tf.keras.optimizers.Adam(cfg.learning_rate)
+    optimizer = adam(cfg.learning_rate, cfg.ema_momentum, steps_per_epoch(len(tr.frame), cfg.batch_size))
     model.compile(optimizer=optimizer)
     model({k: v[:2] for k, v in tr.inputs.items()})  # build the variables
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
