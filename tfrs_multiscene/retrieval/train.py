@@ -21,6 +21,7 @@ import tfrs_multiscene  # noqa: F401
 import tensorflow as tf
 
 from tfrs_multiscene.config import RetrievalConfig, TextConfig
+from tfrs_multiscene.optimizers import adam, steps_per_epoch
 from tfrs_multiscene.data import schema
 from tfrs_multiscene.retrieval import checkpoints as C
 from tfrs_multiscene.retrieval import features as F
@@ -115,35 +116,52 @@ def make_training_dataset(spec: F.FeatureSpec, train: schema.Tables, cfg: Retrie
         batch[QUERY][F.HISTORY] = tf.gather(strings, tf.where(ok, picked + 1, 0))
         return batch
 
-    mixed = int(cfg.mixed_negatives or 0)
-    if mixed > 0:
-        # Uniform catalogue negatives: candidate features of every item-table row.
-        table_ids = np.asarray(spec.item_table_ids, dtype=object).astype(str)
-        neg_table = {F.ITEM_ID: tf.constant(table_ids)}
-        for col in spec.item_categorical:
-            neg_table[col] = tf.constant(F.column_values(train.items, F.ITEM_ID, table_ids, col).astype(str))
-        n_table = len(table_ids)
-        base_prob = spec.candidate_probability()
-        # Probability of an item as a column of the mixed batch: B * p_j in-batch plus
-        # mixed / n uniform, over (B + mixed) columns (its log is the log-Q correction).
-        size = float(cfg.batch_size)
-        mixed_prob = tf.constant(((size * base_prob + mixed / n_table) / (size + mixed)).astype(np.float32))
-
-    def add_negatives(batch):
-        rows = rng.uniform([mixed], 0, n_table, dtype=tf.int64)
-        batch[NEG_CANDIDATE] = {k: tf.gather(v, rows) for k, v in neg_table.items()}
-        batch[NEG_ITEM_ROW] = rows
-        batch[NEG_PROBABILITY] = tf.gather(mixed_prob, rows)
-        batch[PROBABILITY] = tf.gather(mixed_prob, batch[ITEM_ROW])
-        return batch
+    negatives = MixedNegatives(spec, train.items, cfg) if cfg.mixed_negatives else None
 
     ds = tf.data.Dataset.from_tensor_slices(tensors)
     if shuffle:
         ds = ds.shuffle(len(pos), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(cfg.batch_size).map(add_history, num_parallel_calls=tf.data.AUTOTUNE)
-    if mixed > 0:
-        ds = ds.map(add_negatives, num_parallel_calls=tf.data.AUTOTUNE)
+    if negatives is not None:
+        ds = ds.map(lambda batch: negatives.add(batch, negatives.draw(rng)), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE), len(pos)
+
+
+class MixedNegatives:
+    """Mixed negative sampling: ``cfg.mixed_negatives`` items drawn uniformly from the item
+    table join every batch's in-batch negatives (they correct the in-batch popularity bias).
+
+    ``add(batch, rows)`` puts the drawn rows' candidate features under ``neg_candidate``,
+    ``neg_item_row`` [N] and ``neg_probability`` [N], and replaces ``probability`` by the
+    mixed column probability that the log-Q correction needs: an item is a column of the
+    mixed batch with probability (B * p_j + N / n_items) / (B + N).
+    """
+
+    def __init__(self, spec: F.FeatureSpec, items: pd.DataFrame, cfg: RetrievalConfig):
+        ids = np.asarray(spec.item_table_ids, dtype=object).astype(str)
+        self.count, self.n_items = int(cfg.mixed_negatives), len(ids)
+        self.table = {F.ITEM_ID: tf.constant(ids)}
+        for col in spec.item_categorical:
+            self.table[col] = tf.constant(F.column_values(items, F.ITEM_ID, ids, col).astype(str))
+        size = float(cfg.batch_size)
+        mixed = (size * spec.candidate_probability() + self.count / self.n_items) / (size + self.count)
+        self.probability = tf.constant(mixed.astype(np.float32))
+
+    def draw(self, rng: tf.random.Generator) -> tf.Tensor:
+        """``count`` uniform item-table rows from a generator (its state advances per call)."""
+        return rng.uniform([self.count], 0, self.n_items, dtype=tf.int64)
+
+    def draw_stateless(self, seed: int, step) -> tf.Tensor:
+        """The same draw from a (seed, batch number) pair: for pipelines without a generator."""
+        key = tf.stack([tf.constant(seed, tf.int64), tf.cast(step, tf.int64)])
+        return tf.random.stateless_uniform([self.count], key, 0, self.n_items, dtype=tf.int64)
+
+    def add(self, batch: dict, rows: tf.Tensor) -> dict:
+        batch[NEG_CANDIDATE] = {k: tf.gather(v, rows) for k, v in self.table.items()}
+        batch[NEG_ITEM_ROW] = rows
+        batch[NEG_PROBABILITY] = tf.gather(self.probability, rows)
+        batch[PROBABILITY] = tf.gather(self.probability, tf.maximum(batch[ITEM_ROW], 0))
+        return batch
 
 
 # ---------------------------------------------------------------------- validation
@@ -315,16 +333,9 @@ def text_inputs(train: schema.Tables, text_cfg: Optional[TextConfig]) -> tuple:
 
 
 def make_optimizer(cfg: RetrievalConfig, examples: int) -> tf.keras.optimizers.Optimizer:
-    """Adam at ``cfg.learning_rate``; with ``cfg.ema_momentum`` it also keeps a moving average
-    of the weights and writes it into the model after every epoch's last step (so what is
-    validated and checkpointed at an epoch end is the averaged model)."""
-    if not cfg.ema_momentum:
-        return tf.keras.optimizers.Adam(cfg.learning_rate)
-    steps_per_epoch = max(1, -(-int(examples) // int(cfg.batch_size)))
-    return tf.keras.optimizers.Adam(cfg.learning_rate, use_ema=True, ema_momentum=float(cfg.ema_momentum),
-                                    ema_overwrite_frequency=steps_per_epoch if steps_per_epoch > 1 else None)
-
-
+    """Adam at ``cfg.learning_rate``, with ``cfg.ema_momentum`` its weight average written into
+    the model at every epoch end (``tfrs_multiscene.optimizers.adam``)."""
+    return adam(cfg.learning_rate, cfg.ema_momentum, steps_per_epoch(examples, cfg.batch_size))
 
 
 def train_retrieval(split, cfg: RetrievalConfig, run_dir, text_cfg: Optional[TextConfig] = None,

@@ -124,7 +124,9 @@ def retrieval_dataset(out_dir, spec, cfg: RetrievalConfig, input_context=None, f
     ``split``'s training part when given: held-out rows never reach the model).
 
     The query ``history`` is the examples' ``history`` feature (the user's positives
-    strictly before the interaction, written by the preprocess), else empty padding.
+    strictly before the interaction, written by the preprocess), else empty padding. With
+    ``cfg.mixed_negatives`` each batch also gets uniform catalogue negatives, as in memory
+    (``retrieval.train.MixedNegatives``), drawn from (seed + input pipeline, batch number).
     """
     import tensorflow as tf
 
@@ -159,7 +161,15 @@ def retrieval_dataset(out_dir, spec, cfg: RetrievalConfig, input_context=None, f
         return {QUERY: query, CANDIDATE: candidate, WEIGHT: weight, ITEM_ROW: rows,
                 PROBABILITY: tf.gather(probability, tf.maximum(rows, 0))}
 
-    return ds.map(to_training_batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    ds = ds.map(to_training_batch, num_parallel_calls=tf.data.AUTOTUNE)
+    if cfg.mixed_negatives:
+        from tfrs_multiscene.retrieval.train import MixedNegatives
+
+        negatives = MixedNegatives(spec, E.load_frames(out_dir)[0], cfg)
+        stream = seed + (input_context.input_pipeline_id if input_context is not None else 0)
+        ds = ds.enumerate().map(lambda step, batch: negatives.add(batch, negatives.draw_stateless(stream, step)),
+                                num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def train_retrieval_from_examples(out_dir, cfg: RetrievalConfig, run_dir, *, files=None,
@@ -179,6 +189,7 @@ def train_retrieval_from_examples(out_dir, cfg: RetrievalConfig, run_dir, *, fil
     """
     import tensorflow as tf
 
+    from tfrs_multiscene.optimizers import adam
     from tfrs_multiscene.retrieval import checkpoints as C
     from tfrs_multiscene.retrieval.model import RetrievalModel
     from tfrs_multiscene.retrieval.train import text_inputs
@@ -193,11 +204,12 @@ def train_retrieval_from_examples(out_dir, cfg: RetrievalConfig, run_dir, *, fil
     with strategy.scope():
         spec = retrieval_spec(info, items, users, cfg.history_length, text)
         model = RetrievalModel(spec, cfg, factory).build_towers()
-        optimizer = tf.keras.optimizers.Adam(cfg.learning_rate)
-        model.compile(optimizer=optimizer)
-        epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     positives = sum(info["item_frequency"].values())
     steps = steps_per_epoch or max(1, positives // cfg.batch_size)
+    with strategy.scope():
+        optimizer = adam(cfg.learning_rate, cfg.ema_momentum, steps)
+        model.compile(optimizer=optimizer)
+        epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     dataset = distribute.distribute_dataset(
         strategy, lambda ctx: retrieval_dataset(out_dir, spec, cfg, ctx, files=files, seed=seed, repeat=True,
                                                 split=split))
