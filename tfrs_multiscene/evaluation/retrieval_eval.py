@@ -269,14 +269,18 @@ def evaluate_retrieval(
             if cold_cols is not None:
                 retrieval["cold_start"][method] = _cold_start(lists, std_mask, relevant[std_users], cold_cols, ks)
         if scope is None and cold_cols is not None:
-            test_users = np.asarray((counts > 0).sum(axis=0), dtype=np.float32).ravel()
-            lists = _rank_lists(lambda rows, _s: np.broadcast_to(test_users, (len(rows), n_items)),
+            lists = _rank_lists(_constant_scores(np.asarray((counts > 0).sum(axis=0), dtype=np.float32).ravel()),
                                 users, None, seen, kmax, cold_cols, n_items, batch)
             retrieval["cold_start"][ORACLE_POPULARITY] = _cold_start(lists, std_mask, relevant[std_users], cold_cols, ks)
     if len(scenarios) == 1:  # one scenario: identical to overall, not recomputed
         only = scenarios[0]
         retrieval["by_scenario"][only] = {"standard": retrieval["standard"], "tfrs": retrieval["tfrs"]}
     return json_safe({"split": split, "retrieval": retrieval, "definitions": DEFINITIONS})
+
+
+def _constant_scores(scores: np.ndarray) -> Callable:
+    """A score function giving every user the same ``scores [n_items]``."""
+    return lambda rows, _scenario: np.broadcast_to(scores, (len(rows), scores.size))
 
 
 def _cold_start(lists, std_mask, relevant, cold_cols, ks) -> dict:
