@@ -49,7 +49,7 @@ def _whole(split) -> Tables:
     return split.train.with_interactions(pd.concat(parts, ignore_index=True))
 
 
-def _known(split) -> Tables:
+def known_interactions(split) -> Tables:
     """What the system knows of each user when the test period starts: the training and the
     validation interactions. Every method (the two-tower's history features, the baselines'
     user rows) scores from these and every list excludes them, so a validation item is
@@ -82,7 +82,7 @@ def evaluate_retrieval_run(run: RunDir, run_cfg: C.RunConfig, ecfg: C.EvaluateCo
     valid_matrix = None
     if split.valid is not None and "ease" in ecfg.baselines:
         valid_matrix = index.matrix(split.valid, "binary", label, unknown_users="drop")
-    known = _known(split)
+    known = known_interactions(split)
     log(f"fitting baselines {ecfg.baselines} on {train_matrix.nnz} training positives")
     fitted = fit_baselines(train_matrix, _item_texts(items), valid_matrix, list(ecfg.baselines),
                            ease_lambdas=[float(x) for x in ecfg.ease_lambdas],
@@ -132,7 +132,7 @@ def cold_start_run(run: RunDir, run_cfg: C.RunConfig, ecfg: C.EvaluateConfig, sp
     train = cold.train
     label = _positive_label(train, model.cfg)
     index = InteractionIndex.from_tables(train)
-    known = _known(cold)
+    known = known_interactions(cold)
     fitted = fit_baselines(index.matrix(train, "binary", label), _item_texts(train.items), None,
                            ["popularity", "tfidf"],
                            history_matrix=index.matrix(known, "binary", label, unknown_users="drop"))
