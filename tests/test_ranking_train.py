@@ -58,6 +58,13 @@ def test_train_writes_run_files_resumes_and_loads(tmp_path):
         train_ranking(split, cfg(epochs=3, dropout=0.05), tmp_path, verbose=0)
     assert json.loads((out / "config.json").read_text())["dropout"] != 0.05  # the run is left as it was
 
+    # A run saved before an option existed trained with that option's default: it still loads.
+    saved = json.loads((out / "config.json").read_text())
+    saved.pop("ema_momentum")
+    (out / "config.json").write_text(json.dumps(saved))
+    older = train_ranking(split, cfg(epochs=3), tmp_path, verbose=0)
+    np.testing.assert_allclose(predict(older.model, inputs)["click"], predict(again.model, inputs)["click"], rtol=1e-5)
+
 
 def test_warm_start_starts_from_the_previous_weights(tmp_path):
     split = make_split()
@@ -106,10 +113,16 @@ def test_evaluate_side_by_side_json_table_and_plots(tmp_path):
     # scenario c reverses the others' taste: the pooled model must get it wrong, the model right
     c = results["click"]["c"]
     assert c["model"]["auc"] > 0.6 and c["pooled"]["auc"] < c["model"]["auc"] - 0.1
+    # the paired bootstrap puts the whole interval of model - pooled above zero on c
+    target_c = results["targets"]["per_scenario"]["c"]
+    assert target_c["vs_pooled"]["ci95"][0] > 0 and not target_c["below_pooled_beyond_noise"]
+    lo, hi = target_c["vs_separate"]["ci95"]
+    assert lo <= target_c["vs_separate"]["estimate"] <= hi and target_c["gap_closed_interval"]["se"] > 0
     saved = json.loads((tmp_path / "ranking" / "evaluation.json").read_text())
     assert saved["click"]["a"]["model"]["auc"] == pytest.approx(results["click"]["a"]["model"]["auc"])
     table = format_ranking_table(results)
     assert "pooled" in table and "separate" in table and "oracle" in table and "ndcg@10" in table
+    assert "paired bootstrap (200 resamples)" in table and "gap closed" in table
     assert "Ranking" in (tmp_path / "report" / "report.md").read_text()
     paths = plot_ranking(results, tmp_path / "plots")
     assert [p.name for p in paths] == ["ranking_click_auc.png", "ranking_conversion_auc.png"]
@@ -142,6 +155,7 @@ def test_positive_only_log_evaluates_sampled_negatives_and_rating(tmp_path):
     assert results["rating"]["overall"]["model"]["impressions"] == len(split.test.interactions)
     assert results["rating"]["overall"]["model"]["rmse"] > 0
     assert "oracle" not in results["interaction"]["overall"]
+    assert results["targets"]["task"] == "liked"  # judged on the rating-derived label
 
 
 class FakeRetrieval:

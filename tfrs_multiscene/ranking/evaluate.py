@@ -36,6 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfrs_multiscene.data import schema
+from tfrs_multiscene.evaluation import auc_bootstrap as AB
 from tfrs_multiscene.evaluation import ranking_metrics as RM
 from tfrs_multiscene.ranking import data as D
 from tfrs_multiscene.ranking.features import scenario_blind_hook
@@ -165,7 +166,9 @@ def evaluate_ranking(split, cfg, run_dir, feature_hook: Optional[FeatureHook] = 
     if arch_results:
         results["architectures"] = {a: {t: {s: m[a] for s, m in r[t].items() if a in m} for t in tasks}
                                     for a, r in arch_results.items()}
-    results["targets"] = check_targets(results)
+    task = target_task(tasks)
+    if task is not None:
+        results["targets"] = check_targets(results, task, paired_significance(test, task, predictions, seed=seed))
     results["training"] = training
 
     out_dir = run_dir / "ranking"
@@ -176,11 +179,52 @@ def evaluate_ranking(split, cfg, run_dir, feature_hook: Optional[FeatureHook] = 
     return results
 
 
-def check_targets(results: dict, task: str = "click") -> dict:
+def target_task(tasks) -> Optional[str]:
+    """The task the targets are judged on: ``click``, else ``liked`` (rating-derived), else the
+    first binary task."""
+    binary = [t for t in tasks if t != D.RATING_TASK]
+    return next((t for t in ("click", "liked") if t in binary), binary[0] if binary else None)
+
+
+def paired_significance(frame, task: str, predictions: dict, n: int = AB.DEFAULT_RESAMPLES, seed: int = 0) -> dict:
+    """Per scenario, paired-bootstrap AUC differences of the model against ``pooled`` and
+    ``separate`` and, with an oracle, the share of the pooled-oracle gap closed:
+    ``{scenario: {"vs_pooled": {"estimate", "se", "ci95"}, "vs_separate": ..., "gap_closed_interval": ...}}``."""
+    if task not in frame.columns or "model" not in predictions:
+        return {}
+    labels = frame[task].to_numpy(np.float64)
+    scen = frame[schema.SCENARIO].astype(str).to_numpy()
+    methods = [m for m in ("model", "pooled", "separate", "oracle") if task in predictions.get(m, {})]
+    preds = {m: np.asarray(predictions[m][task], np.float64) for m in methods}
+    out = {}
+    for k, scenario in enumerate(sorted(np.unique(scen))):
+        rows = (scen == scenario) & ~np.isnan(labels)
+        for p in preds.values():
+            rows &= ~np.isnan(p)
+        y = labels[rows]
+        if not rows.any() or y.min() == y.max():
+            continue
+        sub = {m: p[rows] for m, p in preds.items()}
+        draws = AB.bootstrap_aucs(y, sub, n=n, seed=seed + k)
+        row = {f"vs_{b}": AB.difference(y, sub["model"], sub[b], draws, "model", b)
+               for b in ("pooled", "separate") if b in sub}
+        if "oracle" in sub and "pooled" in sub:
+            row["gap_closed_interval"] = AB.gap_closed(y, sub["model"], sub["pooled"], sub["oracle"], draws)
+        row["resamples"] = n
+        out[scenario] = row
+    return out
+
+
+def check_targets(results: dict, task: str = "click", significance: Optional[dict] = None) -> dict:
     """The issue's targets for ``task``: per scenario model AUC >= pooled and >= separate; the
-    share of the pooled-to-oracle AUC gap the model closes on the scenario where it is widest."""
+    share of the pooled-to-oracle AUC gap the model closes on the scenario where it is widest.
+
+    With ``significance`` (:func:`paired_significance`) each scenario also carries the paired
+    bootstrap intervals, and ``below_<base>_beyond_noise`` says whether the model's AUC is
+    below a baseline's with the whole 95% interval of the difference under zero."""
     if task not in results:
         return {}
+    significance = significance or {}
     per = {s: m for s, m in results[task].items() if s != OVERALL}
     out = {"task": task, "per_scenario": {}}
     widest, widest_gap = None, -math.inf
@@ -195,6 +239,10 @@ def check_targets(results: dict, task: str = "click") -> dict:
             row["gap_closed"] = (auc["model"] - auc["pooled"]) / gap if gap > 0 else None
             if gap > widest_gap:
                 widest, widest_gap = s, gap
+        for key, summary in significance.get(s, {}).items():
+            row[key] = summary
+            if key.startswith("vs_"):
+                row[f"below_{key[3:]}_beyond_noise"] = bool(summary["ci95"][1] < 0)
         out["per_scenario"][s] = row
     if widest is not None:
         out["widest_gap_scenario"] = widest
@@ -233,7 +281,28 @@ def format_ranking_table(results: dict) -> str:
         lines.append(f"targets ({t['task']} AUC): model >= pooled and separate on every scenario: "
                      f"{t['model_beats_baselines_everywhere']}; share of the pooled-oracle gap closed on "
                      f"{t['widest_gap_scenario']} (the widest gap): {closed_text}")
+    lines += _significance_lines(t)
     return "\n".join(lines)
+
+
+def _significance_lines(targets: dict) -> list:
+    """Model-minus-baseline AUC per scenario with 95% paired-bootstrap intervals."""
+    rows = [(s, r) for s, r in (targets.get("per_scenario") or {}).items() if "vs_pooled" in r or "vs_separate" in r]
+    if not rows:
+        return []
+
+    def cell(summary, fmt="+.4f"):
+        lo, hi = summary["ci95"]
+        return f"{summary['estimate']:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
+
+    n = rows[0][1].get("resamples")
+    lines = [f"paired bootstrap ({n} resamples), {targets['task']} AUC of the model minus each baseline, 95% interval:"]
+    for s, r in rows:
+        parts = [f"vs {k[3:]} {cell(r[k])}" for k in ("vs_pooled", "vs_separate") if k in r]
+        if "gap_closed_interval" in r:
+            parts.append(f"gap closed {cell(r['gap_closed_interval'], '.1%')}")
+        lines.append(f"  {s:<12}" + "; ".join(parts))
+    return lines
 
 
 def plot_ranking(results: dict, out_dir) -> list:

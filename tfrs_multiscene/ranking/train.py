@@ -196,14 +196,19 @@ def _check_same_config(out: Path, cfg: RankingConfig) -> None:
     path = out / "config.json"
     if not path.exists():
         return
-    saved = json.loads(path.read_text())
-    current = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    # a field the saved config lacks came after that run: it trained with the field's default
+    saved = {**_as_json(RankingConfig()), **json.loads(path.read_text())}
+    current = _as_json(cfg)
     changed = sorted(k for k in set(saved) | set(current)
                      if k not in RESUMABLE_FIELDS and saved.get(k, "<absent>") != current.get(k, "<absent>"))
     if changed:
         detail = ", ".join(f"{k}: saved {saved.get(k, '<absent>')!r}, now {current.get(k, '<absent>')!r}" for k in changed)
         raise ValueError(f"{out} holds a ranking model trained with another configuration ({detail}); "
                          "resuming needs the same settings: train into a new --run (or pass the saved ones)")
+
+
+def _as_json(cfg: RankingConfig) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
 
 
 class _EpochCheckpoint(tf.keras.callbacks.Callback):
