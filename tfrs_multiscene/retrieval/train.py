@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -168,11 +168,13 @@ class MixedNegatives:
 
 
 def evaluate_model(model: RetrievalModel, train: schema.Tables, test: schema.Tables,
-                   ks=(10,), max_queries: Optional[int] = None) -> dict:
+                   ks=(10,), max_queries: Optional[int] = None, candidates: Optional[Sequence[str]] = None) -> dict:
     """Recall@K / NDCG@K of ``model`` on ``test``'s positives, training items excluded.
 
     One query per (user, scenario) of the test positives; its relevant items are that
     user's test positives in that scenario; its history and seen items come from ``train``.
+    ``candidates`` (item ids) restricts the ranked items, e.g. to the cold items of a
+    cold-item split (:func:`cold_candidates`), as the cold-start evaluation ranks them.
     """
     from tfrs_multiscene.evaluation import metrics as M
 
@@ -184,6 +186,10 @@ def evaluate_model(model: RetrievalModel, train: schema.Tables, test: schema.Tab
         pairs = pairs.sample(max_queries, random_state=0)
     items = pd.Index(train.items[F.ITEM_ID].astype(str))
     scores = model.score(pairs[F.USER_ID].tolist(), pairs[F.SCENARIO].tolist(), train)
+    if candidates is not None:
+        columns = items.get_indexer(pd.Index([str(c) for c in candidates]).unique())
+        columns = np.sort(columns[columns >= 0])
+        items, scores = items[columns], scores[:, columns]
     train_pos = F.positive_interactions(train, model.cfg.positive_task)
     seen = _query_item_matrix(pairs, train_pos, items, by_scenario=False)
     relevant = _query_item_matrix(pairs, pos, items, by_scenario=True)
@@ -194,6 +200,17 @@ def evaluate_model(model: RetrievalModel, train: schema.Tables, test: schema.Tab
         out[f"recall_at_{k}"] = float(np.nanmean(M.recall_at_k(ranked, relevant, min(k, n))))
         out[f"ndcg_at_{k}"] = float(np.nanmean(M.ndcg_at_k(ranked, relevant, min(k, n))))
     return out
+
+
+def cold_candidates(train: schema.Tables, valid: schema.Tables, positive_task=None) -> Optional[list]:
+    """The items without a training positive, when every validation positive is one of them
+    (a cold-item split: validating over all items would ask cold items to beat the warm
+    ones, which they never do, and score every epoch 0); else None (rank all items)."""
+    warm = set(F.positive_interactions(train, positive_task)[F.ITEM_ID].astype(str))
+    valid_items = set(F.positive_interactions(valid, positive_task)[F.ITEM_ID].astype(str))
+    if not valid_items or valid_items & warm:
+        return None
+    return [i for i in train.items[F.ITEM_ID].astype(str) if i not in warm]
 
 
 def _query_item_matrix(pairs, frame, items, by_scenario):
@@ -229,20 +246,24 @@ def selection_score(metrics: dict, ks) -> Optional[float]:
 class ValidationCallback(tf.keras.callbacks.Callback):
     """Adds ``val_recall_at_K`` / ``val_ndcg_at_K`` (K in ``ks``) and ``val_selection_score``
     (their mean over ``selection_ks``, see :func:`selection_score`) to the logs every
-    ``every`` epochs."""
+    ``every`` epochs. On a cold-item split the candidates are the cold items
+    (:func:`cold_candidates`)."""
 
     def __init__(self, model: RetrievalModel, train, valid, every: int = 1, selection_ks=(10, 20, 50),
                  max_queries: int = 5000):
         super().__init__()
         self.retrieval, self.train, self.valid = model, train, valid
         self.every, self.max_queries = every, max_queries
+        self._candidates = ...  # decided at the first validation (the model may arrive late)
         self.selection_ks = tuple(int(k) for k in selection_ks) or (10,)
         self.ks = tuple(sorted(set(self.selection_ks) | {10}))
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or self.every <= 0 or (epoch + 1) % self.every:
             return
-        result = evaluate_model(self.retrieval, self.train, self.valid, self.ks, self.max_queries)
+        if self._candidates is ...:
+            self._candidates = cold_candidates(self.train, self.valid, self.retrieval.cfg.positive_task)
+        result = evaluate_model(self.retrieval, self.train, self.valid, self.ks, self.max_queries, self._candidates)
         logs.update({f"val_{k}": v for k, v in result.items()})
         score = selection_score(result, self.selection_ks)
         if score is not None:
