@@ -117,6 +117,7 @@ def test_demo_quick_end_to_end(quick_demo):
     report = (out / "run" / "report" / "report.md").read_text()
     assert "Retrieval evaluation" in report and ".png" in report
     assert "REST and gRPC agree: True" in proc.stdout
+    assert "share of the pooled-oracle gap the model closes on" in proc.stdout  # with its interval
 
 
 @pytest.mark.slow

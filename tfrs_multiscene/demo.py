@@ -142,3 +142,10 @@ def _print_headline(results: dict) -> None:
         for scenario, by_method in click.items():
             print(f"  {scenario:<12}" + "".join(
                 f"{(by_method.get(m) or {}).get('auc') or float('nan'):>10.4f}" for m in methods))
+        targets = results["ranking"].get("targets") or {}
+        widest = targets.get("widest_gap_scenario")
+        interval = (targets.get("per_scenario", {}).get(widest) or {}).get("gap_closed_interval")
+        if interval:
+            lo, hi = interval["ci95"]
+            print(f"  share of the pooled-oracle gap the model closes on {widest}: {interval['estimate']:.1%} "
+                  f"(95% paired-bootstrap interval {lo:.1%} to {hi:.1%})")
