@@ -11,7 +11,7 @@ Recipe, exactly what a user runs (the CLI, in subprocesses):
 3. ``tfrs-multiscene evaluate --run RUN --json OUT`` (baselines fitted in the same run on the
    same split; ``--cold-start`` adds the cold-item comparison).
 
-Figures: standard protocol (seen items excluded) Recall@10 / NDCG@10 / Recall@100 of the
+Figures: standard protocol (training + validation items excluded) Recall@10 / NDCG@10 / Recall@100 of the
 model and every baseline, the ratios model/EASE, the TFRS protocol top-100 accuracy, cold-item
 Recall@50 model vs TF-IDF (with ``--cold-start``), and the ranking ``liked`` AUC / GAUC per
 scenario for model, pooled and separate.
@@ -72,7 +72,7 @@ def summarise(results: dict) -> dict:
 
 
 def print_summary(summary: dict) -> None:
-    print("\nretrieval, standard protocol (seen items excluded), ML-100K random 80/20 seed 42")
+    print("\nretrieval, standard protocol (training + validation items excluded), ML-100K random 80/20 seed 42")
     print(f"{'method':<14} {'R@10':>7} {'N@10':>7} {'R@100':>7}")
     for method, m in summary["retrieval"].items():
         print(f"{method:<14} {m['recall@10']:7.4f} {m['ndcg@10']:7.4f} {m['recall@100']:7.4f}")
