@@ -254,16 +254,17 @@ class ValidationCallback(tf.keras.callbacks.Callback):
         super().__init__()
         self.retrieval, self.train, self.valid = model, train, valid
         self.every, self.max_queries = every, max_queries
-        self._candidates = ...  # decided at the first validation (the model may arrive late)
+        self.candidates = None  # set when training begins (a streamed fit hands the model over late)
         self.selection_ks = tuple(int(k) for k in selection_ks) or (10,)
         self.ks = tuple(sorted(set(self.selection_ks) | {10}))
+
+    def on_train_begin(self, logs=None):
+        self.candidates = cold_candidates(self.train, self.valid, self.retrieval.cfg.positive_task)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or self.every <= 0 or (epoch + 1) % self.every:
             return
-        if self._candidates is ...:
-            self._candidates = cold_candidates(self.train, self.valid, self.retrieval.cfg.positive_task)
-        result = evaluate_model(self.retrieval, self.train, self.valid, self.ks, self.max_queries, self._candidates)
+        result = evaluate_model(self.retrieval, self.train, self.valid, self.ks, self.max_queries, self.candidates)
         logs.update({f"val_{k}": v for k, v in result.items()})
         score = selection_score(result, self.selection_ks)
         if score is not None:

@@ -118,7 +118,8 @@ def train_item_frequency(out_dir, positive_task: str | None = None, split: E.Has
 
 
 def retrieval_dataset(out_dir, spec, cfg: RetrievalConfig, input_context=None, files=None, seed: int = 42,
-                      repeat: bool = False, shuffle: bool = True, split: E.HashedSplit | None = None):
+                      repeat: bool = False, shuffle: bool = True, split: E.HashedSplit | None = None,
+                      items: pd.DataFrame | None = None):
     """Batches in the retrieval model's training format (``query``, ``candidate``,
     ``weight``, ``item_row``, ``probability``) streamed from the examples' positives (of
     ``split``'s training part when given: held-out rows never reach the model).
@@ -126,7 +127,8 @@ def retrieval_dataset(out_dir, spec, cfg: RetrievalConfig, input_context=None, f
     The query ``history`` is the examples' ``history`` feature (the user's positives
     strictly before the interaction, written by the preprocess), else empty padding. With
     ``cfg.mixed_negatives`` each batch also gets uniform catalogue negatives, as in memory
-    (``retrieval.train.MixedNegatives``), drawn from (seed + input pipeline, batch number).
+    (``retrieval.train.MixedNegatives``), drawn from (seed + input pipeline, batch number);
+    their features come from ``items`` (default: the item table in ``out_dir``).
     """
     import tensorflow as tf
 
@@ -165,7 +167,7 @@ def retrieval_dataset(out_dir, spec, cfg: RetrievalConfig, input_context=None, f
     if cfg.mixed_negatives:
         from tfrs_multiscene.retrieval.train import MixedNegatives
 
-        negatives = MixedNegatives(spec, E.load_frames(out_dir)[0], cfg)
+        negatives = MixedNegatives(spec, items if items is not None else E.load_frames(out_dir)[0], cfg)
         stream = seed + (input_context.input_pipeline_id if input_context is not None else 0)
         ds = ds.enumerate().map(lambda step, batch: negatives.add(batch, negatives.draw_stateless(stream, step)),
                                 num_parallel_calls=tf.data.AUTOTUNE)
@@ -201,18 +203,17 @@ def train_retrieval_from_examples(out_dir, cfg: RetrievalConfig, run_dir, *, fil
     items, users = E.load_frames(out_dir)
     text, factory = text_inputs(_catalogue(items, users), text_cfg)
     tf.keras.utils.set_random_seed(seed)
-    with strategy.scope():
-        spec = retrieval_spec(info, items, users, cfg.history_length, text)
-        model = RetrievalModel(spec, cfg, factory).build_towers()
     positives = sum(info["item_frequency"].values())
     steps = steps_per_epoch or max(1, positives // cfg.batch_size)
     with strategy.scope():
+        spec = retrieval_spec(info, items, users, cfg.history_length, text)
+        model = RetrievalModel(spec, cfg, factory).build_towers()
         optimizer = adam(cfg.learning_rate, cfg.ema_momentum, steps)
         model.compile(optimizer=optimizer)
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     dataset = distribute.distribute_dataset(
         strategy, lambda ctx: retrieval_dataset(out_dir, spec, cfg, ctx, files=files, seed=seed, repeat=True,
-                                                split=split))
+                                                split=split, items=items))
     history = model.fit(dataset, epochs=cfg.epochs, steps_per_epoch=steps, verbose=verbose,
                         callbacks=list(callbacks)).history
     epoch.assign(cfg.epochs)
