@@ -46,22 +46,14 @@ def _cold_metrics(results: dict, method: str) -> dict:
 def run_split(tables, kind: str, seed: int, variants: dict, text_cfg, base_cfg, work: Path,
               log=print) -> dict:
     from tfrs_multiscene.data.splits import make_split
-    from tfrs_multiscene.evaluation.baselines import fit_baselines
-    from tfrs_multiscene.evaluation.interactions import InteractionIndex
-    from tfrs_multiscene.evaluation.retrieval_eval import evaluate_retrieval
-    from tfrs_multiscene.evaluation.run_evaluation import known_interactions
+    from tfrs_multiscene.evaluation.protocol import HeldOutProtocol
     from tfrs_multiscene.retrieval.features import item_texts
     from tfrs_multiscene.retrieval.train import train_retrieval
 
     split = make_split(tables, SplitConfig(split=kind, seed=seed))
-    train, known = split.train, known_interactions(split)  # `evaluate`'s protocol: train + valid known
-    label = "click"
-    index = InteractionIndex.from_tables(train)
-    train_matrix = index.matrix(train, "binary", label)
-    valid_matrix = index.matrix(split.valid, "binary", label, unknown_users="drop") if split.valid is not None else None
+    protocol = HeldOutProtocol(split, "click")  # `evaluate`'s protocol: fitted on train, train + valid known
     started = time.perf_counter()
-    fns = dict(fit_baselines(train_matrix, item_texts(train.items), valid_matrix, ["popularity", "ease", "tfidf"],
-                             history_matrix=index.matrix(known, "binary", label, unknown_users="drop")))
+    fns = dict(protocol.fit_baselines(["popularity", "ease", "tfidf"], item_texts(split.train.items)))
     log(f"[{kind} seed={seed}] baselines fitted in {time.perf_counter() - started:.1f}s "
         f"(EASE lambda {fns['ease'].lam:g})")
     info = {}
@@ -69,7 +61,7 @@ def run_split(tables, kind: str, seed: int, variants: dict, text_cfg, base_cfg, 
         cfg = dataclasses.replace(base_cfg, **overrides)
         started = time.perf_counter()
         result = train_retrieval(split, cfg, work / f"{kind}_{seed}_{name}", text_cfg=tcfg, seed=seed, verbose=0)
-        fns[name] = result.model.score_fn(known, index.item_ids, index.user_ids)
+        fns[name] = protocol.model_scores(result.model)
         eps = result.history.get("examples_per_second", [])
         info[name] = {"train_seconds": round(time.perf_counter() - started, 1),
                       "examples_per_second": float(sorted(eps)[len(eps) // 2]) if eps else None,
@@ -77,8 +69,7 @@ def run_split(tables, kind: str, seed: int, variants: dict, text_cfg, base_cfg, 
         log(f"[{kind} seed={seed}] {name}: trained in {info[name]['train_seconds']}s, "
             f"val R@10 by epoch {info[name]['val_recall_at_10']}")
     cold = split.info.get("test_items") if kind == "cold_item" else None
-    results = evaluate_retrieval(fns, known, split.test, index, ks=(10, 50), cold_items=cold,
-                                 positive_label=label, split_info=split.info)
+    results = protocol.evaluate(fns, ks=(10, 50), cold_items=cold)
     out = {"ease_lambda": float(fns["ease"].lam), "training": info, "methods": {}}
     for method in fns:
         row = {"standard": _split_metrics(results, method)}

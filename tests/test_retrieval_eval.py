@@ -97,12 +97,12 @@ def test_scenario_without_known_users_gives_empty_results():
 def test_validation_items_are_known_at_test_time():
     """The 80/20 protocol: validation interactions are history and excluded, never misses."""
     from tfrs_multiscene.data.splits import Split
-    from tfrs_multiscene.evaluation.run_evaluation import _known_info, known_interactions
+    from tfrs_multiscene.evaluation.protocol import known_info, known_interactions
 
     valid = tables([("u0", "i3", "a")])
     split = Split(TRAIN, valid, TEST, {})
     known = known_interactions(split)
-    assert len(known.interactions) == 4 and _known_info(split, known)["known_from"] == "train+valid"
+    assert len(known.interactions) == 4 and known_info(split, known)["known_from"] == "train+valid"
     index = InteractionIndex.from_tables(TRAIN)
     res = evaluate_retrieval({"fixed": fixed_scores([])}, known, TEST, index, ks=(1,))
     # u0's scores rank i0 (seen), i3 (validation), i2, i1: with i3 known the top 1 is i2, a hit

@@ -24,6 +24,7 @@ import pandas as pd
 from tfrs_multiscene import config as C
 from tfrs_multiscene.jsonsafe import dump_json, json_safe
 from tfrs_multiscene.data.schema import Tables
+from tfrs_multiscene.evaluation.protocol import HeldOutProtocol
 from tfrs_multiscene.report import Report
 from tfrs_multiscene.run import RunDir
 
@@ -49,51 +50,20 @@ def _whole(split) -> Tables:
     return split.train.with_interactions(pd.concat(parts, ignore_index=True))
 
 
-def known_interactions(split) -> Tables:
-    """What the system knows of each user when the test period starts: the training and the
-    validation interactions. Every method (the two-tower's history features, the baselines'
-    user rows) scores from these and every list excludes them, so a validation item is
-    neither recommended again nor counted as a miss; parameters stay fitted on train alone."""
-    if split.valid is None or split.valid.interactions.empty:
-        return split.train
-    return split.train.with_interactions(
-        pd.concat([split.train.interactions, split.valid.interactions], ignore_index=True))
-
-
-def _known_info(split, known: Tables) -> dict:
-    valid = 0 if split.valid is None else len(split.valid.interactions)
-    return {"known_interactions": int(len(known.interactions)), "known_from": "train+valid" if valid else "train"}
-
-
 def evaluate_retrieval_run(run: RunDir, run_cfg: C.RunConfig, ecfg: C.EvaluateConfig, split,
                            log=print) -> dict:
     """Retrieval metrics of the run's model and the baselines on ``split`` (same run)."""
-    from tfrs_multiscene.evaluation.baselines import fit_baselines
-    from tfrs_multiscene.evaluation.interactions import InteractionIndex
-    from tfrs_multiscene.evaluation.retrieval_eval import evaluate_retrieval
     from tfrs_multiscene.retrieval.checkpoints import load_retrieval
 
     model = load_retrieval(run.path)
-    train = split.train
-    items = train.items
-    label = _positive_label(train, model.cfg)
-    index = InteractionIndex.from_tables(train)
-    train_matrix = index.matrix(train, "binary", label)
-    valid_matrix = None
-    if split.valid is not None and "ease" in ecfg.baselines:
-        valid_matrix = index.matrix(split.valid, "binary", label, unknown_users="drop")
-    known = known_interactions(split)
-    log(f"fitting baselines {ecfg.baselines} on {train_matrix.nnz} training positives")
-    fitted = fit_baselines(train_matrix, _item_texts(items), valid_matrix, list(ecfg.baselines),
-                           ease_lambdas=[float(x) for x in ecfg.ease_lambdas],
-                           history_matrix=index.matrix(known, "binary", label, unknown_users="drop"))
-    score_fns = {"model": model.score_fn(known, index.item_ids, index.user_ids), **fitted}
+    items = split.train.items
+    protocol = HeldOutProtocol(split, _positive_label(split.train, model.cfg))
+    log(f"fitting baselines {ecfg.baselines} on {protocol.train_matrix().nnz} training positives")
+    fitted = protocol.fit_baselines(ecfg.baselines, _item_texts(items), ease_lambdas=ecfg.ease_lambdas)
     cold_items = split.info.get("test_items") if split.info.get("kind") == "cold_item" else None
     log("scoring the model and baselines on the test split")
-    results = evaluate_retrieval(score_fns, known, split.test, index, ks=ecfg.ks,
-                                 item_embeddings=_text_table(model, items),
-                                 cold_items=cold_items, positive_label=label,
-                                 split_info={**split.info, **_known_info(split, known)})
+    results = protocol.evaluate({"model": protocol.model_scores(model), **fitted}, ecfg.ks,
+                                cold_items=cold_items, item_embeddings=_text_table(model, items))
     if "ease" in fitted:
         results["split"]["ease_lambda"] = float(fitted["ease"].lam)
     if cold_items is None and ecfg.cold_start:
@@ -116,9 +86,6 @@ def _text_table(model, items: pd.DataFrame):
 def cold_start_run(run: RunDir, run_cfg: C.RunConfig, ecfg: C.EvaluateConfig, split, log=print) -> dict:
     """Train the same two-tower on a cold-item split of the run's data; compare on cold items."""
     from tfrs_multiscene.data.splits import make_split
-    from tfrs_multiscene.evaluation.baselines import fit_baselines
-    from tfrs_multiscene.evaluation.interactions import InteractionIndex
-    from tfrs_multiscene.evaluation.retrieval_eval import evaluate_retrieval
     from tfrs_multiscene.retrieval.train import train_retrieval
 
     cold_cfg = dataclasses.replace(run_cfg.split, split="cold_item")
@@ -129,16 +96,10 @@ def cold_start_run(run: RunDir, run_cfg: C.RunConfig, ecfg: C.EvaluateConfig, sp
     result = train_retrieval(cold, run_cfg.retrieval, cold_dir, text_cfg=run_cfg.text,
                              seed=run_cfg.train.seed, verbose=0)
     model = result.model
-    train = cold.train
-    label = _positive_label(train, model.cfg)
-    index = InteractionIndex.from_tables(train)
-    known = known_interactions(cold)
-    fitted = fit_baselines(index.matrix(train, "binary", label), _item_texts(train.items), None,
-                           ["popularity", "tfidf"],
-                           history_matrix=index.matrix(known, "binary", label, unknown_users="drop"))
-    fns = {"model": model.score_fn(known, index.item_ids, index.user_ids), **fitted}
-    out = evaluate_retrieval(fns, known, cold.test, index, ks=ecfg.ks, cold_items=cold.info["test_items"],
-                             positive_label=label, split_info={**cold.info, **_known_info(cold, known)})
+    protocol = HeldOutProtocol(cold, _positive_label(cold.train, model.cfg))
+    fitted = protocol.fit_baselines(["popularity", "tfidf"], _item_texts(cold.train.items))
+    out = protocol.evaluate({"model": protocol.model_scores(model), **fitted}, ecfg.ks,
+                            cold_items=cold.info["test_items"])
     cold_start = out["retrieval"].get("cold_start", {})
     cold_start["split"] = {"kind": "cold_item", "held_out_items": len(cold.info["test_items"]),
                            "seed": cold_cfg.seed, "test_fraction": cold_cfg.test_fraction}
