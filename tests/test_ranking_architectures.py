@@ -105,7 +105,8 @@ def test_extra_dense_features_and_their_dot_product_feed_the_model():
 
 
 SCENARIO_OPTIONS = [dict(scenario_film=True, scenario_wide=False), dict(scenario_film=False, scenario_wide=True),
-                    dict(scenario_film=True, scenario_wide=True)]
+                    dict(scenario_film=True, scenario_wide=True),
+                    dict(scenario_film=True, scenario_wide=True, shared_tower=True)]
 
 
 @pytest.mark.parametrize("options", SCENARIO_OPTIONS)
@@ -123,10 +124,10 @@ def test_shared_bottom_scenario_conditioning_shapes_and_routing(options):
     names = " ".join(v.name for v, _ in owned_b)
     assert ("gamma" in names) == bool(options.get("scenario_film"))
     assert ("wide_s" in names) == bool(options.get("scenario_wide"))
+    assert "shared_tower" not in names  # the shared tower is everyone's
     for var, row in owned_b:  # only scenario b's FiLM rows / wide weights / tower
-        if "gamma" in var.name or "beta" in var.name or "wide_s" in var.name:
-            mask = tf.reshape(tf.one_hot(row, var.shape[0]), [-1] + [1] * (len(var.shape) - 1)) if row is not None else 1.0
-            var.assign_add(tf.random.normal(var.shape, stddev=0.5, seed=2) * mask)
+        mask = tf.reshape(tf.one_hot(row, var.shape[0]), [-1] + [1] * (len(var.shape) - 1)) if row is not None else 1.0
+        var.assign_add(tf.random.normal(var.shape, stddev=0.5, seed=2) * mask)
     after = model.score_all_scenarios(inputs)["click"].numpy()
     np.testing.assert_allclose(after[:, a], before[:, a], rtol=1e-6, atol=1e-7)
     assert np.abs(after[:, b] - before[:, b]).max() > 1e-4
@@ -144,6 +145,21 @@ def test_film_and_wide_start_as_the_plain_shared_bottom():
     for dst, src in zip(both.heads.towers, plain.heads.towers):
         dst.set_weights(src.get_weights())
     np.testing.assert_allclose(both(x, idx).numpy(), plain(x, idx).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_shared_tower_starts_every_scenario_at_the_same_logits_and_is_skipped_for_one_scenario():
+    """Each scenario's tower is a residual that starts at zero on the shared tower, so before
+    training all scenarios score alike (the pooled model's shape); a single scenario gets no
+    second tower."""
+    cfg = small_cfg("shared_bottom", scenario_film=False, scenario_wide=False, shared_tower=True)
+    arch = build_architecture("shared_bottom", 3, 2, cfg)
+    logits = arch(tf.random.normal([4, 7]), tf.constant([0, 1, 2, 0])).numpy()
+    np.testing.assert_allclose(logits[:, 1], logits[:, 0], atol=1e-6)
+    np.testing.assert_allclose(logits[:, 2], logits[:, 0], atol=1e-6)
+    assert np.abs(logits).max() > 1e-4  # the shared tower does contribute
+    single = build_architecture("shared_bottom", 1, 2, cfg)
+    single(tf.random.normal([4, 7]), tf.constant([0, 0, 0, 0]))
+    assert single.shared_tower is None and not any("shared_tower" in v.name for v in single.weights)
 
 
 def test_tower_l2_adds_a_penalty_to_the_model_losses():

@@ -136,6 +136,7 @@ class RankingConfig:
     use_cross: bool = option(False, "--use-cross", "Add a deep-cross layer (tfrs.layers.dcn.Cross) to the bottom.")
     scenario_film: bool = option(True, "--scenario-film", "shared_bottom: condition the bottom on the scenario (per-scenario FiLM scale and shift of every hidden layer).")
     scenario_wide: bool = option(True, "--scenario-wide", "shared_bottom: add a per-scenario linear logit on the encoded input to each tower's output (wide & deep per scenario).")
+    shared_tower: bool = option(False, "--shared-tower", "shared_bottom: add a tower shared by all scenarios and make each scenario's tower a residual on it (starts at zero), so alike scenarios share one tower.")
     tower_l2: float = option(0.0, "--tower-l2", "shared_bottom: L2 penalty on the scenario towers' (and wide weights') kernels.")
     conversion_mode: str = option("esmm", "--conversion-mode", "Conversion trained on all impressions (esmm) or on clicks only.", choices=("esmm", "clicks_only"))
     task_weights: dict = option({}, "--task-weights", "Per-task loss weights as JSON, e.g. '{\"click\": 1, \"conversion\": 0.5}'.")

@@ -59,23 +59,35 @@ class ScenarioArchitecture(tf.keras.layers.Layer):
         raise NotImplementedError
 
 
+def tower_network(units, out: int, dropout: float = 0.0, l2: float = 0.0, zero_output: bool = False,
+                  name: str = None) -> tf.keras.Sequential:
+    """A tower: :func:`mlp` of ``units`` then a linear layer to ``out`` logits
+    (``[B, D] -> [B, out]``). ``zero_output`` starts the output layer at zero, so the tower
+    adds nothing until training moves it (a residual on top of another tower)."""
+    reg = tf.keras.regularizers.l2(l2) if l2 else None
+    init = "zeros" if zero_output else "glorot_uniform"
+    return tf.keras.Sequential([mlp(units, dropout, l2=l2),
+                                tf.keras.layers.Dense(out, kernel_initializer=init, kernel_regularizer=reg)],
+                               name=name)
+
+
 class ScenarioHeads(tf.keras.layers.Layer):
     """One tower per scenario, each ending in H logits: ``[B, D] -> [B, S, H]``.
 
     With ``per_head_input=True`` the input is ``[B, S, H, D]`` (one mixture per scenario
     and head, as in MMoE/PLE) and each (scenario, head) has its own tower and 1 logit.
-    ``l2`` > 0 adds an L2 penalty on every tower kernel (the model adds ``self.losses``).
+    ``l2`` > 0 adds an L2 penalty on every tower kernel (the model adds ``self.losses``);
+    ``zero_output`` starts every tower's output layer at zero (see :func:`tower_network`).
     """
 
-    def __init__(self, num_scenarios, num_heads, units, dropout=0.0, per_head_input=False, l2=0.0, **kwargs):
+    def __init__(self, num_scenarios, num_heads, units, dropout=0.0, per_head_input=False, l2=0.0,
+                 zero_output=False, **kwargs):
         super().__init__(**kwargs)
         self.per_head_input = per_head_input
         self.num_heads = num_heads
-        reg = tf.keras.regularizers.l2(l2) if l2 else None
 
         def tower(out, name):
-            return tf.keras.Sequential([mlp(units, dropout, l2=l2), tf.keras.layers.Dense(out, kernel_regularizer=reg)],
-                                       name=name)
+            return tower_network(units, out, dropout, l2, zero_output, name=name)
 
         if per_head_input:
             self.towers = [[tower(1, f"tower_s{s}_h{h}") for h in range(num_heads)] for s in range(num_scenarios)]

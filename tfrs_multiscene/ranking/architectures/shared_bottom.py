@@ -15,6 +15,12 @@ Options (RankingConfig):
   output, ``logits_s += x @ V_s + c_s`` with ``V_s [D, H]`` (zeros at start), so effects that
   are linear in the raw features (e.g. a scenario's own category or price effect) need not
   pass through the shared bottom.
+* ``shared_tower``: one more tower, shared by all scenarios, and each scenario's tower
+  becomes a residual on it: ``logits_s = tower_shared(h_s) + tower_s(h_s)``, with tower s's
+  output layer initialised at zero. Training starts from the pooled model's shape, and a
+  scenario's own tower only learns what differs in that scenario, so scenarios that behave
+  alike share one tower instead of splitting their data (off with a single scenario,
+  where the shared tower would just double the tower).
 * ``tower_l2``: L2 penalty on the towers' (and wide weights') kernels.
 """
 
@@ -22,7 +28,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfrs_multiscene.ranking.architectures.common import ScenarioArchitecture, ScenarioHeads, mlp, register
+from tfrs_multiscene.ranking.architectures.common import (ScenarioArchitecture, ScenarioHeads, mlp, register,
+                                                          tower_network)
 
 
 class FiLMBottom(tf.keras.layers.Layer):
@@ -65,7 +72,11 @@ class SharedBottom(ScenarioArchitecture):
         else:
             self.bottom = mlp(cfg.bottom_units, cfg.dropout, name="bottom")
         l2 = float(getattr(cfg, "tower_l2", 0.0) or 0.0)
-        self.heads = ScenarioHeads(num_scenarios, num_heads, cfg.tower_units, cfg.dropout, l2=l2, name="towers")
+        self.shared_tower = None
+        if getattr(cfg, "shared_tower", False) and num_scenarios > 1:
+            self.shared_tower = tower_network(cfg.tower_units, num_heads, cfg.dropout, l2, name="shared_tower")
+        self.heads = ScenarioHeads(num_scenarios, num_heads, cfg.tower_units, cfg.dropout, l2=l2,
+                                   zero_output=self.shared_tower is not None, name="towers")
         self.wide = None
         if getattr(cfg, "scenario_wide", False):
             reg = tf.keras.regularizers.l2(l2) if l2 else None
@@ -78,6 +89,11 @@ class SharedBottom(ScenarioArchitecture):
             logits = tf.stack([tower(h[s], training=training) for s, tower in enumerate(self.heads.towers)], axis=1)
         else:
             logits = self.heads(h, training=training)
+        if self.shared_tower is not None and self.film:
+            logits = logits + tf.stack([self.shared_tower(h[s], training=training)
+                                        for s in range(self.num_scenarios)], axis=1)
+        elif self.shared_tower is not None:
+            logits = logits + self.shared_tower(h, training=training)[:, None]
         if self.wide is not None:
             logits = logits + tf.stack([w(x) for w in self.wide], axis=1)
         return logits
