@@ -191,13 +191,15 @@ def _film_cfg(**kw):
     return cfg(scenario_film=True, scenario_wide=True, **kw)
 
 
-@pytest.mark.parametrize("arch", ["shared_bottom", "mmoe"])
-def test_finetuning_one_scenario_changes_only_its_own_predictions(tmp_path, arch):
+@pytest.mark.parametrize("arch,options", [("shared_bottom", {}), ("shared_bottom", {"shared_tower": True}),
+                                          ("mmoe", {})])
+def test_finetuning_one_scenario_changes_only_its_own_predictions(tmp_path, arch, options):
+    """Also with the shared tower (the MovieLens preset): it is shared, so it stays frozen."""
     from tfrs_multiscene.ranking.finetune import finetune_scenarios
     from tfrs_multiscene.ranking.train import prepare
 
     split = make_split()
-    c = _film_cfg(architecture=arch, num_experts=2, scenario_finetune_epochs=2, learning_rate=0.05)
+    c = _film_cfg(architecture=arch, num_experts=2, scenario_finetune_epochs=2, learning_rate=0.05, **options)
     res = train_ranking(split, dataclasses.replace(c, scenario_finetune_epochs=0), tmp_path, verbose=0,
                         tensorboard=False)
     model = res.model
