@@ -48,6 +48,7 @@ class HeldOutProtocol:
 
     Attributes:
       index: the :class:`InteractionIndex` of the training part (score columns = its items).
+      train_matrix: the training positives, users x items (what baselines are fitted on).
       known: :func:`known_interactions` of ``split``.
     """
 
@@ -56,10 +57,8 @@ class HeldOutProtocol:
 
         self.split, self.label = split, label
         self.index = InteractionIndex.from_tables(split.train)
+        self.train_matrix = self.index.matrix(split.train, "binary", label)
         self.known = known_interactions(split)
-
-    def train_matrix(self):
-        return self.index.matrix(self.split.train, "binary", self.label)
 
     def fit_baselines(self, names: Sequence[str], item_texts: Optional[Sequence[str]] = None,
                       ease_lambdas: Optional[Sequence[float]] = None) -> dict:
@@ -71,7 +70,7 @@ class HeldOutProtocol:
         if "ease" in names and self.split.valid is not None:
             valid = self.index.matrix(self.split.valid, "binary", self.label, unknown_users="drop")
         kwargs = {"ease_lambdas": [float(x) for x in ease_lambdas]} if ease_lambdas else {}
-        return fit_baselines(self.train_matrix(), item_texts, valid, list(names),
+        return fit_baselines(self.train_matrix, item_texts, valid, list(names),
                              history_matrix=self.index.matrix(self.known, "binary", self.label,
                                                               unknown_users="drop"),
                              **kwargs)

@@ -58,7 +58,7 @@ def evaluate_retrieval_run(run: RunDir, run_cfg: C.RunConfig, ecfg: C.EvaluateCo
     model = load_retrieval(run.path)
     items = split.train.items
     protocol = HeldOutProtocol(split, _positive_label(split.train, model.cfg))
-    log(f"fitting baselines {ecfg.baselines} on {protocol.train_matrix().nnz} training positives")
+    log(f"fitting baselines {ecfg.baselines} on {protocol.train_matrix.nnz} training positives")
     fitted = protocol.fit_baselines(ecfg.baselines, _item_texts(items), ease_lambdas=ecfg.ease_lambdas)
     cold_items = split.info.get("test_items") if split.info.get("kind") == "cold_item" else None
     log("scoring the model and baselines on the test split")
