@@ -55,6 +55,26 @@ def test_towers_output_unit_vectors_of_embedding_dim():
     assert model.score(["u1"], "feed", tables).shape == (1, 6)
 
 
+def test_an_ensemble_is_one_two_tower_scoring_the_mean_of_its_independent_members():
+    tables = tiny_tables()
+    model = build_retrieval_model(tables, RetrievalConfig(**{**CFG.__dict__, "ensemble": 3}), text_for(tables))
+    feats = model.query_features(["u1", "u2"], "feed", tables)
+    q, c = model.query_embeddings(feats), model.candidate_embeddings(tables.items)
+    assert q.shape == (2, 48) and c.shape == (6, 48)  # 3 members x 16, still unit vectors
+    np.testing.assert_allclose(np.linalg.norm(c, axis=1), 1.0, rtol=1e-5)
+    members = model.member_towers
+    assert len(members) == 3
+    raw_query = {k: tf.constant(np.asarray(v).astype(str)) for k, v in feats.items()}
+    raw_items = F.candidate_features(tables.items, ["category"])
+    member_scores = [qm(raw_query).numpy() @ cm(raw_items).numpy().T for qm, cm in members]
+    np.testing.assert_allclose(q @ c.T, np.mean(member_scores, axis=0), atol=1e-5)
+    # independently initialised (an ensemble, not three copies), each trained by its own loss
+    first, second = (cm.item_id.embedding.embeddings.numpy() for _, cm in members[:2])
+    assert not np.allclose(first, second)
+    with pytest.raises(ValueError, match="ensemble"):
+        build_retrieval_model(tables, RetrievalConfig(**{**CFG.__dict__, "ensemble": 0}), text_for(tables))
+
+
 def test_features_follow_the_data():
     tables = tiny_tables()
     model = build_retrieval_model(tables, CFG, text_for(tables))

@@ -119,6 +119,66 @@ def test_mixed_negatives_add_uniform_catalogue_items_to_each_batch():
     assert "neg_candidate" not in next(iter(ds_off))
 
 
+def test_an_ensemble_trains_every_member_and_reloads_as_one_two_tower(tmp_path):
+    split = holdout(two_taste_world())
+    cfg = RetrievalConfig(**{**CFG.__dict__, "epochs": 3, "ensemble": 2})
+    result = train_retrieval(split, cfg, tmp_path, verbose=0)
+    assert evaluate_model(result.model, split.train, split.test, ks=(10,))["recall_at_10"] > 0.5
+    # each member is a whole training of its own (own seed, checkpoints, history)
+    from tfrs_multiscene.retrieval.train import member_run_dir
+
+    for k in range(2):
+        assert C.latest_checkpoint(member_run_dir(tmp_path, k)) is not None
+        assert len(result.history[f"member{k + 1}_loss"]) == result.info["members"][k]["epochs"]
+    assert result.info["val_selection_score"] > 0
+    # running train again finds every member finished: nothing retrains, same model
+    again = train_retrieval(split, cfg, tmp_path, verbose=0)
+    assert [m["resumed_from_epoch"] for m in again.info["members"]] == [m["epochs"] for m in result.info["members"]]
+    loaded = C.load_retrieval(tmp_path)
+    items = split.train.items
+    np.testing.assert_allclose(loaded.candidate_embeddings(items), result.model.candidate_embeddings(items), atol=1e-6)
+    assert loaded.candidate_embeddings(items).shape[1] == 2 * CFG.embedding_dim
+    # each member on its own learned the tastes: even users score even items higher
+    feats = {k: tf.constant(np.asarray(v).astype(str))
+             for k, v in loaded.query_features(["u0", "u2", "u1"], "feed", split.train).items()}
+    from tfrs_multiscene.retrieval.features import candidate_features
+
+    even = (np.arange(len(items)) % 2 == 0)
+    for query_tower, candidate_tower in loaded.member_towers:
+        scores = query_tower(feats).numpy() @ candidate_tower(candidate_features(items, ["category"])).numpy().T
+        assert (scores[:2, even].mean(axis=1) > scores[:2, ~even].mean(axis=1)).all()
+        assert scores[2, ~even].mean() > scores[2, even].mean()
+
+
+def test_known_positive_mask_drops_a_querys_other_positives_but_never_its_own_positive():
+    from tfrs_multiscene.retrieval.model import known_positive_mask
+
+    # Query 0 knows items 5 and 2; its positive is column 0 (item 2 again: kept), item 2 in
+    # column 3 and item 5 in column 2 leave its negatives. Query 1 knows nothing.
+    mask = known_positive_mask(tf.constant([[5, 2, -1], [-1, -1, -1]]), tf.constant([2, 7, 5, 2, 9]))
+    np.testing.assert_array_equal(mask.numpy(), [[True, True, False, False, True], [True] * 5])
+
+
+def test_mask_known_positives_takes_each_users_other_positives_out_of_its_softmax():
+    tables = two_taste_world(n_users=4, per_user=6)
+    from tfrs_multiscene.retrieval.model import KNOWN_ROWS, build_retrieval_model
+
+    cfg = RetrievalConfig(**{**CFG.__dict__, "mixed_negatives": 32, "mask_known_positives": True})
+    model = build_retrieval_model(tables, cfg, None)
+    batch = next(iter(make_training_dataset(model.spec, tables, cfg, shuffle=False)[0]))
+    ids = np.asarray(model.spec.item_table_ids)
+    positives = tables.interactions.groupby("user_id")["item_id"].apply(set)
+    for user, target, known in zip(batch["query"]["user_id"].numpy().astype(str),
+                                   batch["candidate"]["item_id"].numpy().astype(str), batch[KNOWN_ROWS].numpy()):
+        assert set(ids[known[known >= 0]]) == positives[user] - {target}
+    # Fewer competitors in each softmax: the same scores give a strictly lower loss.
+    masked = float(model.compute_loss(batch, training=False))
+    unmasked = float(model.compute_loss({k: v for k, v in batch.items() if k != KNOWN_ROWS}, training=False))
+    assert masked < unmasked
+    off = RetrievalConfig(**{**CFG.__dict__, "mixed_negatives": 32})
+    assert KNOWN_ROWS not in next(iter(make_training_dataset(model.spec, tables, off, shuffle=False)[0]))
+
+
 class Interrupt(tf.keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if epoch == 1:

@@ -1,6 +1,7 @@
 """`preprocess` then `train --examples DIR`: streamed training on the split's training rows
 only, evaluating like a model trained from the tables."""
 
+import dataclasses
 import json
 import shutil
 
@@ -125,6 +126,15 @@ def test_train_examples_respects_the_split_and_evaluates_like_tables(pre, tmp_pa
     assert (first["neg_candidate"]["item_id"].numpy().astype(str) == table_ids[first["neg_item_row"].numpy()]).all()
     assert {tuple(x.decode() for x in t) for t in triples} == {
         tuple(r) for r in train_pos[[S.USER_ID, S.ITEM_ID, S.SCENARIO]].astype(str).to_numpy().tolist()}
+    # --mask-known-positives: each query's stored history is what leaves its negatives
+    masked = next(iter(T.retrieval_dataset(examples, model.spec, dataclasses.replace(cfg, mask_known_positives=True),
+                                           shuffle=False, split=rule)))
+    history = masked["query"]["history"].numpy().astype(str)
+    known = masked["known_rows"].numpy()
+    assert known.shape == history.shape and (history != "").any()
+    assert ((known >= 0) == (history != "")).all()
+    assert (table_ids[known[known >= 0]] == history[history != ""]).all()
+    assert "known_rows" not in first
 
     # the same configuration trained from the tables, on the same split (reused from split/)
     shutil.copytree(ex_run / "split", tab_run / "split")

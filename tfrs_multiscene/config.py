@@ -122,6 +122,8 @@ class RetrievalConfig:
     text_only_loss_weight: float = option(0.0, "--text-only-loss-weight", "Weight of an auxiliary retrieval loss in which the candidate tower sees every item as an unknown id (OOV row + text + categorical features), so that path alone retrieves the positive, as it must for cold items (0: off).")
     item_id_dropout: Optional[float] = option(None, "--item-id-dropout", "Id dropout of the candidate tower's item id (default: --id-dropout).")
     mixed_negatives: int = option(4096, "--mixed-negatives", "Items drawn uniformly from the item table per batch and added to the in-batch negatives (mixed negative sampling; corrects in-batch popularity bias; 0: in-batch only).")
+    ensemble: int = option(1, "--ensemble", "Independently initialised two-tower members trained side by side, each with its own softmax loss on the same batches. The towers output the members' embeddings concatenated (scaled by 1/sqrt(N)), so the score is the mean of the members' scores and still one dot product that the same index serves (N x the training time and embedding width).")
+    mask_known_positives: bool = option(False, "--mask-known-positives", "Training only: a query's other training positives (its history pool) are not negatives in its softmax (in-batch or mixed). Recommendations exclude them anyway; pushing them down works against the history that predicts the target (false negatives).")
     bag_of_words: bool = option(False, "--bag-of-words", "Add a learned bag-of-words text path to the candidate tower (and the history): mean of trainable word embeddings of the item's title + description, so words shared with training items carry over to cold items.")
 
 

@@ -21,13 +21,16 @@ import tensorflow_recommenders as tfrs
 from tfrs_multiscene.config import RetrievalConfig
 from tfrs_multiscene.data import schema
 from tfrs_multiscene.retrieval import features as F
-from tfrs_multiscene.retrieval.towers import (BagOfWordsEmbedding, CandidateTower, FrozenTextEmbedding, IdEmbedding,
-                                              QueryTower, _regularizer, item_id_dropout)
+from tfrs_multiscene.retrieval.towers import (BagOfWordsEmbedding, CandidateTower, EnsembleTower, FrozenTextEmbedding,
+                                              IdEmbedding, QueryTower, _regularizer, item_id_dropout)
 
 #: Keys of a training batch (see ``train.make_training_dataset``).
 QUERY, CANDIDATE, WEIGHT, ITEM_ROW, PROBABILITY = "query", "candidate", "weight", "item_row", "probability"
 #: Optional keys: uniformly sampled catalogue negatives (``RetrievalConfig.mixed_negatives``).
 NEG_CANDIDATE, NEG_ITEM_ROW, NEG_PROBABILITY = "neg_candidate", "neg_item_row", "neg_probability"
+#: Optional key: int [B, P] item-table rows of each query's other known positives, -1 padded
+#: (``RetrievalConfig.mask_known_positives``).
+KNOWN_ROWS = "known_rows"
 
 
 class RetrievalModel(tfrs.Model):
@@ -38,6 +41,8 @@ class RetrievalModel(tfrs.Model):
       cfg: its :class:`RetrievalConfig`.
       query_model: tf-keras model, raw query dict -> [B, D].
       candidate_model: tf-keras model, raw candidate dict -> [B, D].
+      (With ``cfg.ensemble = N > 1`` both are :class:`EnsembleTower` s of N members and
+      D = N * embedding_dim; ``member_towers`` lists the members' pairs.)
     """
 
     def __init__(self, spec: F.FeatureSpec, cfg: RetrievalConfig,
@@ -45,24 +50,15 @@ class RetrievalModel(tfrs.Model):
         super().__init__()
         self.spec = spec
         self.cfg = cfg
-        item_id = IdEmbedding(spec.item_ids, cfg.feature_dim, item_id_dropout(cfg), _regularizer(cfg),
-                              name="item_id")
-        self.candidate_model = CandidateTower(spec, cfg, item_embedding=item_id,
-                                              encoder_factory=encoder_factory, name="candidate_tower")
-        if cfg.share_item_embeddings:
-            history_items = item_id
-            history_text = self.candidate_model.text if isinstance(self.candidate_model.text, FrozenTextEmbedding) else None
-            history_words = self.candidate_model.words
+        if int(cfg.ensemble) < 1:
+            raise ValueError(f"retrieval.ensemble (--ensemble) must be at least 1, got {cfg.ensemble}")
+        members = [_member_towers(spec, cfg, encoder_factory, suffix=f"_{k + 1}" if cfg.ensemble > 1 else "")
+                   for k in range(max(1, int(cfg.ensemble)))]
+        if len(members) == 1:
+            self.query_model, self.candidate_model = members[0]
         else:
-            history_items = IdEmbedding(spec.item_ids, cfg.feature_dim, 0.0, _regularizer(cfg), name="history_item_id")
-            history_text = (FrozenTextEmbedding(spec.item_table_ids, spec.item_text, cfg.feature_dim, name="history_text")
-                            if spec.item_text is not None else None)
-            history_words = (BagOfWordsEmbedding(spec.item_table_ids, spec.item_words, spec.item_tokens,
-                                                 cfg.feature_dim, _regularizer(cfg), name="history_words")
-                             if spec.item_tokens is not None else None)
-        self.query_model = QueryTower(spec, cfg, history_items=history_items, history_text=history_text,
-                                      encoder_factory=encoder_factory, history_words=history_words,
-                                      name="query_tower")
+            self.query_model = EnsembleTower([q for q, _ in members], name="query_tower")
+            self.candidate_model = EnsembleTower([c for _, c in members], name="candidate_tower")
         self.task = tfrs.tasks.Retrieval(
             temperature=cfg.temperature if cfg.temperature and cfg.temperature > 0 else None,
             num_hard_negatives=cfg.hard_negatives or None,
@@ -71,10 +67,21 @@ class RetrievalModel(tfrs.Model):
 
     # ------------------------------------------------------------------ training
 
+    @property
+    def member_towers(self) -> list:
+        """[(query tower, candidate tower)] of each ensemble member (one pair without one)."""
+        if isinstance(self.query_model, EnsembleTower):
+            return list(zip(self.query_model.members, self.candidate_model.members))
+        return [(self.query_model, self.candidate_model)]
+
     def compute_loss(self, features, training=False):
-        query = self.query_model(features[QUERY], training=training)
-        candidate = self.candidate_model(features[CANDIDATE], training=training)
-        negatives = (self.candidate_model(features[NEG_CANDIDATE], training=training)
+        """Sum over the members of each member's own softmax loss on the batch."""
+        return tf.add_n([self._member_loss(q, c, features, training) for q, c in self.member_towers])
+
+    def _member_loss(self, query_model, candidate_model, features, training):
+        query = query_model(features[QUERY], training=training)
+        candidate = candidate_model(features[CANDIDATE], training=training)
+        negatives = (candidate_model(features[NEG_CANDIDATE], training=training)
                      if NEG_CANDIDATE in features else None)
         loss = self._task_loss(query, candidate, features, negatives)
         weight = float(self.cfg.text_only_loss_weight or 0.0)
@@ -82,7 +89,7 @@ class RetrievalModel(tfrs.Model):
             # The same batch again with every candidate as an unknown id (OOV row + text +
             # categorical features): that path alone must retrieve the positive, which is
             # all a cold item has at serving time.
-            cold = self.candidate_model(features[CANDIDATE], training=training, unknown_ids=True)
+            cold = candidate_model(features[CANDIDATE], training=training, unknown_ids=True)
             loss = loss + weight * self._task_loss(query, cold, features, negatives)
         return loss
 
@@ -94,12 +101,14 @@ class RetrievalModel(tfrs.Model):
             candidate = tf.concat([candidate, negatives], axis=0)
             probability = tf.concat([probability, features[NEG_PROBABILITY]], axis=0)
             ids = tf.concat([tf.cast(ids, tf.int64), tf.cast(features[NEG_ITEM_ROW], tf.int64)], axis=0)
+        mask = known_positive_mask(features[KNOWN_ROWS], ids) if KNOWN_ROWS in features else None
         return self.task(
             query, candidate,
             sample_weight=features.get(WEIGHT),
             candidate_sampling_probability=probability if self.cfg.logq_correction else None,
             candidate_ids=ids if self.cfg.remove_accidental_hits else None,
             compute_metrics=False, compute_batch_metrics=False,
+            score_mask=mask,
         )
 
     # ------------------------------------------------------------------ inference
@@ -159,10 +168,51 @@ class RetrievalModel(tfrs.Model):
         return fn
 
 
+def known_positive_mask(known_rows, candidate_rows) -> tf.Tensor:
+    """Which softmax columns each query keeps: bool [B, C], False where column ``c``'s item
+    is one of query ``b``'s other known positives, True on the diagonal (the positive).
+
+    Args:
+      known_rows: int [B, P] item rows of each query's known positives, -1 padded.
+      candidate_rows: int [C] item row of each column (C >= B; column b is query b's positive).
+    """
+    known = tf.sort(tf.cast(known_rows, tf.int64), axis=1)
+    columns = tf.broadcast_to(tf.cast(candidate_rows, tf.int64)[None, :],
+                              [tf.shape(known)[0], tf.shape(candidate_rows)[0]])
+    at = tf.minimum(tf.searchsorted(known, columns, side="left"), tf.shape(known)[1] - 1)
+    known_column = tf.equal(tf.gather(known, at, batch_dims=1), columns)
+    positive = tf.cast(tf.eye(tf.shape(known)[0], tf.shape(candidate_rows)[0]), tf.bool)
+    return tf.logical_or(tf.logical_not(known_column), positive)
+
+
+def _member_towers(spec: F.FeatureSpec, cfg: RetrievalConfig, encoder_factory, suffix: str = "") -> tuple:
+    """One (query tower, candidate tower) pair; the history shares the candidate tower's item
+    embeddings (and frozen text, bag of words) unless ``cfg.share_item_embeddings`` is off."""
+    item_id = IdEmbedding(spec.item_ids, cfg.feature_dim, item_id_dropout(cfg), _regularizer(cfg),
+                          name="item_id")
+    candidate_model = CandidateTower(spec, cfg, item_embedding=item_id,
+                                     encoder_factory=encoder_factory, name="candidate_tower" + suffix)
+    if cfg.share_item_embeddings:
+        history_items = item_id
+        history_text = candidate_model.text if isinstance(candidate_model.text, FrozenTextEmbedding) else None
+        history_words = candidate_model.words
+    else:
+        history_items = IdEmbedding(spec.item_ids, cfg.feature_dim, 0.0, _regularizer(cfg), name="history_item_id")
+        history_text = (FrozenTextEmbedding(spec.item_table_ids, spec.item_text, cfg.feature_dim, name="history_text")
+                        if spec.item_text is not None else None)
+        history_words = (BagOfWordsEmbedding(spec.item_table_ids, spec.item_words, spec.item_tokens,
+                                             cfg.feature_dim, _regularizer(cfg), name="history_words")
+                         if spec.item_tokens is not None else None)
+    query_model = QueryTower(spec, cfg, history_items=history_items, history_text=history_text,
+                             encoder_factory=encoder_factory, history_words=history_words,
+                             name="query_tower" + suffix)
+    return query_model, candidate_model
+
+
 def _batched(model, features: dict, batch_size: int) -> np.ndarray:
     n = len(next(iter(features.values())))
     if n == 0:
-        return np.zeros((0, model.head.out.units), np.float32)
+        return np.zeros((0, model.output_dim), np.float32)
     outs = []
     for start in range(0, n, batch_size):
         chunk = {k: tf.constant(np.asarray(v[start:start + batch_size]).astype(str)) for k, v in features.items()}

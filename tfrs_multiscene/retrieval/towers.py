@@ -11,6 +11,8 @@ Building blocks:
 * :class:`FinetuneTextEmbedding`: the same lookup into a constant table of raw texts, each
   distinct text of the batch encoded once by a ``KerasHubLayer`` (trains), then projected.
 * :class:`MaskedMeanPool`: mean of [B, L, d] over the non-padding positions -> [B, d].
+* :class:`EnsembleTower`: N independently initialised towers, outputs concatenated (an
+  ensemble of two-towers that is still one two-tower: ``RetrievalConfig.ensemble``).
 
 The towers concatenate their parts, run an optional MLP and a final ``Dense`` to
 ``embedding_dim`` and (optionally) L2-normalise, so scores are dot products (cosines).
@@ -245,6 +247,10 @@ class CandidateTower(tf.keras.Model):
             parts.append(self.words(ids))
         return self.head(parts)
 
+    @property
+    def output_dim(self) -> int:
+        return int(self.head.out.units)
+
 
 class QueryTower(tf.keras.Model):
     """User tower: {"user_id", "scenario": str [B], "history": str [B, L], <user cats>} ->
@@ -291,3 +297,28 @@ class QueryTower(tf.keras.Model):
         if self.text is not None:
             parts.append(self.text(users))
         return self.head(parts)
+
+    @property
+    def output_dim(self) -> int:
+        return int(self.head.out.units)
+
+
+class EnsembleTower(tf.keras.Model):
+    """N member towers side by side: inputs -> concat(member outputs) / sqrt(N), [B, N * D].
+
+    With members on both sides, (concat_k q_k / sqrt N) . (concat_k c_k / sqrt N) =
+    mean_k (q_k . c_k): the ensemble's score is the mean of its members' scores and still one
+    dot product (unit vectors in, a unit vector out), so the same index serves it.
+    """
+
+    def __init__(self, members: Sequence[tf.keras.Model], **kwargs):
+        super().__init__(**kwargs)
+        self.members = list(members)
+        self.scale = 1.0 / float(np.sqrt(len(self.members)))
+
+    def call(self, inputs, training=False, **kwargs):
+        return tf.concat([m(inputs, training=training, **kwargs) for m in self.members], axis=-1) * self.scale
+
+    @property
+    def output_dim(self) -> int:
+        return sum(m.output_dim for m in self.members)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -25,7 +26,7 @@ from tfrs_multiscene.optimizers import adam, steps_per_epoch
 from tfrs_multiscene.data import schema
 from tfrs_multiscene.retrieval import checkpoints as C
 from tfrs_multiscene.retrieval import features as F
-from tfrs_multiscene.retrieval.model import (CANDIDATE, ITEM_ROW, NEG_CANDIDATE, NEG_ITEM_ROW, NEG_PROBABILITY,
+from tfrs_multiscene.retrieval.model import (CANDIDATE, ITEM_ROW, KNOWN_ROWS, NEG_CANDIDATE, NEG_ITEM_ROW, NEG_PROBABILITY,
                                              PROBABILITY, QUERY, WEIGHT, RetrievalModel, build_retrieval_model)
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,9 @@ def make_training_dataset(spec: F.FeatureSpec, train: schema.Tables, cfg: Retrie
     ``cfg.history_dropout`` (re-drawn every batch: a denoising history). With ``cfg.mixed_negatives = N`` each batch
     also has ``neg_candidate`` (candidate features of N items drawn uniformly from the item
     table), ``neg_item_row`` [N] and ``neg_probability`` [N]; ``probability`` is then the
-    mixed (in-batch + uniform) column probability used for log-Q.
+    mixed (in-batch + uniform) column probability used for log-Q. With
+    ``cfg.mask_known_positives`` each batch has ``known_rows`` [B, pool]: the user's other
+    positives in the history pool (before dropout), which the loss masks out of the negatives.
     """
     pos = F.positive_interactions(train, cfg.positive_task)
     item_index = pd.Index(spec.item_table_ids)
@@ -99,10 +102,13 @@ def make_training_dataset(spec: F.FeatureSpec, train: schema.Tables, cfg: Retrie
     # each epoch would redraw the very same dropout masks, history subsets and negatives.
     rng = tf.random.Generator.from_seed(seed)
     keep_probability = 1.0 - float(cfg.history_dropout)
+    mask_known = bool(cfg.mask_known_positives)
 
     def add_history(batch):
         rows = tf.gather(hist_matrix, tf.maximum(batch.pop("_user_row"), 0))
         valid = (rows >= 0) & tf.not_equal(rows, tf.cast(batch[ITEM_ROW], rows.dtype)[:, None])
+        if mask_known:  # before dropout: every other known positive leaves the negatives
+            batch[KNOWN_ROWS] = tf.where(valid, rows, -1)
         if keep_probability < 1.0:  # denoising: each history item kept with this probability
             valid &= rng.uniform(tf.shape(rows)) < keep_probability
         if random_order:
@@ -377,6 +383,8 @@ def train_retrieval(split, cfg: RetrievalConfig, run_dir, text_cfg: Optional[Tex
     """
     train = split if isinstance(split, schema.Tables) else split.train
     valid = None if isinstance(split, schema.Tables) else split.valid
+    if int(cfg.ensemble) > 1:
+        return _train_ensemble(split, cfg, run_dir, text_cfg, text, encoder_factory, seed, verbose, callbacks)
     tf.keras.utils.set_random_seed(seed)
     info = {"resumed_from_epoch": 0, "warm_start": cfg.warm_start}
     started = time.perf_counter()
@@ -433,3 +441,64 @@ def train_retrieval(split, cfg: RetrievalConfig, run_dir, text_cfg: Optional[Tex
     info["epochs"] = len(history.get("epoch", []))
     return RetrievalResult(model, history, info)
 
+
+# ---------------------------------------------------------------------- ensembles
+
+
+def member_run_dir(run_dir, k: int) -> Path:
+    """Run directory of ensemble member ``k`` (0-based): ``<run>/retrieval/members/<k+1>``."""
+    return C.model_dir(run_dir) / "members" / str(k + 1)
+
+
+def _train_ensemble(split, cfg: RetrievalConfig, run_dir, text_cfg, text, encoder_factory, seed, verbose,
+                    callbacks) -> RetrievalResult:
+    """``cfg.ensemble`` members, each a whole single-model training of its own (seed
+    ``seed + k``, its own batch order, validation, early stopping and checkpoints, resumable)
+    in :func:`member_run_dir`; then one :class:`RetrievalModel` whose
+    :class:`~tfrs_multiscene.retrieval.towers.EnsembleTower` members take their weights,
+    saved as the run's model. Independent trainings make the members differ more than side
+    by side training on the same batches does, and the ensemble gains more from that.
+
+    A warm start gives member ``k`` the base run's member ``k`` when the base is an ensemble,
+    else the base model itself.
+    """
+    started = time.perf_counter()
+    train = split if isinstance(split, schema.Tables) else split.train
+    valid = None if isinstance(split, schema.Tables) else split.valid
+    if text is None:
+        text, factory = text_inputs(train, text_cfg)
+        encoder_factory = encoder_factory or factory
+    members = []
+    for k in range(int(cfg.ensemble)):
+        warm = cfg.warm_start
+        if warm and member_run_dir(warm, k).exists():
+            warm = str(member_run_dir(warm, k))
+        member_cfg = dataclasses.replace(cfg, ensemble=1, warm_start=warm)
+        log.info("ensemble member %d of %d (seed %d)", k + 1, cfg.ensemble, seed + k)
+        members.append(train_retrieval(split, member_cfg, member_run_dir(run_dir, k), text_cfg, text,
+                                       encoder_factory, seed=seed + k, verbose=verbose, callbacks=callbacks))
+    model = RetrievalModel(members[0].model.spec, cfg, encoder_factory).build_towers()
+    for (query_tower, candidate_tower), member in zip(model.member_towers, members):
+        for dst, src in ((query_tower, member.model.query_model), (candidate_tower, member.model.candidate_model)):
+            for a, b in zip(dst.variables, src.variables, strict=True):
+                a.assign(b)
+    C.save_definition(run_dir, model)
+    C.save_text_config(run_dir, text_cfg)
+    epochs = max(m.info["epochs"] for m in members)
+    history = {"epoch": list(range(1, epochs + 1))}
+    for k, member in enumerate(members):
+        for key in ("loss", C.MONITOR):
+            if key in member.history:
+                history[f"member{k + 1}_{key}"] = member.history[key]
+    info = {"members": [m.info for m in members], "epochs": epochs, "warm_start": cfg.warm_start,
+            "examples": members[0].info["examples"], "resumed_from_epoch": members[0].info["resumed_from_epoch"]}
+    if valid is not None and cfg.validate_every > 0:
+        metrics = evaluate_model(model, train, valid, cfg.selection_ks)
+        info["val_selection_score"] = selection_score(metrics, cfg.selection_ks)
+        info["member_val_selection_scores"] = [max((v for v in m.history.get(C.MONITOR, []) if v is not None),
+                                                   default=None) for m in members]
+    state = C.CheckpointState(run_dir, model)
+    info["final_checkpoint"] = state.save(epochs)
+    C.write_history(C.model_dir(run_dir) / "history.json", history)
+    info["seconds"] = time.perf_counter() - started
+    return RetrievalResult(model, history, info)

@@ -128,7 +128,8 @@ def retrieval_dataset(out_dir, spec, cfg: RetrievalConfig, input_context=None, f
     strictly before the interaction, written by the preprocess), else empty padding. With
     ``cfg.mixed_negatives`` each batch also gets uniform catalogue negatives, as in memory
     (``retrieval.train.MixedNegatives``), drawn from (seed + input pipeline, batch number);
-    their features come from ``items`` (default: the item table in ``out_dir``).
+    their features come from ``items`` (default: the item table in ``out_dir``). With
+    ``cfg.mask_known_positives`` the stored history's items leave each query's negatives.
     """
     import tensorflow as tf
 
@@ -136,6 +137,7 @@ def retrieval_dataset(out_dir, spec, cfg: RetrievalConfig, input_context=None, f
     from tfrs_multiscene.retrieval.model import (
         CANDIDATE,
         ITEM_ROW,
+        KNOWN_ROWS,
         PROBABILITY,
         QUERY,
         WEIGHT,
@@ -160,8 +162,11 @@ def retrieval_dataset(out_dir, spec, cfg: RetrievalConfig, input_context=None, f
         query.update({c: b[k] for c, k in user_keys.items()})
         candidate = {F.ITEM_ID: b[S.ITEM_ID], **{c: b[c] for c in spec.item_categorical}}
         weight = b[S.WEIGHT] if S.WEIGHT in b else tf.ones([n], tf.float32)
-        return {QUERY: query, CANDIDATE: candidate, WEIGHT: weight, ITEM_ROW: rows,
-                PROBABILITY: tf.gather(probability, tf.maximum(rows, 0))}
+        batch = {QUERY: query, CANDIDATE: candidate, WEIGHT: weight, ITEM_ROW: rows,
+                 PROBABILITY: tf.gather(probability, tf.maximum(rows, 0))}
+        if cfg.mask_known_positives:  # the stored history is what the stream knows of the user
+            batch[KNOWN_ROWS] = table.lookup(history)
+        return batch
 
     ds = ds.map(to_training_batch, num_parallel_calls=tf.data.AUTOTUNE)
     if cfg.mixed_negatives:
