@@ -102,7 +102,8 @@ def test_ranking_and_recommender_agree_with_the_ranking_model(exported):
 
 def test_an_ensemble_two_tower_exports_as_one_query_tower_and_index(tmp_path):
     """--ensemble N: the servable's query tower outputs the members' concatenated embeddings
-    and the index holds the concatenated candidates, so serving gives the in-memory top-K."""
+    and the index holds the concatenated candidates, so serving gives the in-memory top-K;
+    the ranking reads the first member's tower outputs (its feature towers)."""
     from tfrs_multiscene.ranking import build_ranking_model
     from tfrs_multiscene.ranking.train import _dummy_inputs
     from tfrs_multiscene.retrieval import build_retrieval_model
@@ -110,10 +111,17 @@ def test_an_ensemble_two_tower_exports_as_one_query_tower_and_index(tmp_path):
     t = tables()
     text = {"item_embeddings": np.random.default_rng(1).normal(size=(N_ITEMS, 6))}
     retrieval = build_retrieval_model(t, RetrievalConfig(embedding_dim=8, feature_dim=8, history_length=4, ensemble=2), text)
-    ranking = build_ranking_model(t, RankingConfig(), tasks=["click", "conversion"])
+    ranking = build_ranking_model(t, RankingConfig(), {"query_embedding": 8, "candidate_embedding": 8},
+                                  tasks=["click", "conversion"])
     ranking(_dummy_inputs(ranking.spec))
     cfg = ExportConfig(index="brute_force", stock_index="none", top_k=20, candidates=15, default_k=5, tuning_queries=60)
     paths = servables.export_from_models(tmp_path, retrieval, ranking, t.items, t.users, cfg)
+    # the recommender ranks its candidates with member-1 features (8 wide), as the ranking was trained
+    out = tfrs_multiscene.load(paths["recommender"])("recommend", **request(), k=tf.constant([4]),
+                                                    exclude_ids=tf.constant([[""], [""]]))
+    ids = out["ids"].numpy().astype(str)
+    ranked = tfrs_multiscene.load(paths["ranking"])("serving_default", **request(), item_ids=tf.constant(ids))
+    np.testing.assert_allclose(ranked["click"].numpy(), out["click"].numpy(), rtol=1e-5)
     query = retrieval.query_model(request()).numpy()
     assert query.shape == (2, 16)
     exact = t.items["item_id"].to_numpy()[np.argsort(-(query @ retrieval.candidate_embeddings(t.items).T), axis=1)[:, :5]]

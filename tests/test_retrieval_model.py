@@ -71,6 +71,14 @@ def test_an_ensemble_is_one_two_tower_scoring_the_mean_of_its_independent_member
     # independently initialised (an ensemble, not three copies), each trained by its own loss
     first, second = (cm.item_id.embedding.embeddings.numpy() for _, cm in members[:2])
     assert not np.allclose(first, second)
+    # other models (ranking) read the first member's towers: one two-tower's width and meaning
+    from tfrs_multiscene.ranking import retrieval_feature_hook
+
+    frame = pd.DataFrame({"user_id": ["u1", "u2"], "item_id": ["i2", "i5"], "scenario": ["feed", "feed"]})
+    extras = retrieval_feature_hook(model, tables)(frame)
+    first_query, first_candidate = members[0]
+    np.testing.assert_allclose(extras["query_embedding"], first_query(raw_query).numpy(), atol=1e-6)
+    np.testing.assert_allclose(extras["candidate_embedding"], first_candidate(raw_items).numpy()[[1, 4]], atol=1e-6)
     with pytest.raises(ValueError, match="ensemble"):
         build_retrieval_model(tables, RetrievalConfig(**{**CFG.__dict__, "ensemble": 0}), text_for(tables))
 

@@ -489,11 +489,15 @@ def export_from_models(model_base, retrieval_model, ranking_model, items, users,
     if cfg.index == "scann" and cfg.stock_index != "none":
         variants.append(("_stock", cfg.stock_index))
     item_columns = {c: items[c].to_numpy() for c in items.columns if c != "item_id"}
-    item_columns["candidate_embedding"] = candidates
+    # the ranking model's retrieval features come from the feature towers (an ensemble's first member)
+    feature_query, feature_candidate = retrieval_model.feature_towers
+    item_columns["candidate_embedding"] = (
+        candidates if feature_candidate is retrieval_model.candidate_model
+        else np.asarray(retrieval_model.candidate_embeddings(items, tower=feature_candidate), np.float32))
     ranker = PointwiseRanker(ranking_model, ranking_model.spec.input_signature(), ranking_model.tasks, item_ids, item_columns,
                              users["user_id"].astype(str).to_numpy() if users is not None else None,
                              {c: users[c].to_numpy() for c in users.columns if c != "user_id"} if users is not None else None,
-                             query_model=query_model, query_spec=query_spec)
+                             query_model=feature_query, query_spec=query_spec)
     text_ids, text = (spec.item_table_ids, spec.item_text) if spec.item_text is not None else (item_ids, candidates)
     tasks = [t for t in ranking_model.tasks if t != "rating"] or list(ranking_model.tasks)
     rec_spec = {**query_spec, **{k: v for k, v in ranker.request_spec.items() if k != ranker.item_feature}}

@@ -285,12 +285,15 @@ def retrieval_feature_hook(retrieval_model, train: schema.Tables):
     ``retrieval_model`` needs ``query_features(users, scenarios, train)``,
     ``query_embeddings(features) -> [N, D]`` and ``candidate_embeddings(items) -> [I, D]``
     (tfrs_multiscene.retrieval's RetrievalModel). Each distinct (user, scenario) is embedded
-    once; items missing from ``train.items`` get a zero candidate embedding. Returns
+    once; items missing from ``train.items`` get a zero candidate embedding. An ensemble
+    gives its ``feature_towers`` (the first member's) outputs. Returns
     ``hook(frame) -> {"query_embedding": [N, D], "candidate_embedding": [N, D]}``; the
     ranking model adds their dot product itself.
     """
+    towers = getattr(retrieval_model, "feature_towers", None)
+    query_kw, candidate_kw = ({"tower": towers[0]}, {"tower": towers[1]}) if towers else ({}, {})
     item_ids = train.items[schema.ITEM_ID].astype(str).to_numpy()
-    candidates = np.asarray(retrieval_model.candidate_embeddings(train.items), np.float32)
+    candidates = np.asarray(retrieval_model.candidate_embeddings(train.items, **candidate_kw), np.float32)
     row_of = {item: i for i, item in enumerate(item_ids)}
 
     def hook(frame: pd.DataFrame) -> dict:
@@ -299,7 +302,7 @@ def retrieval_feature_hook(retrieval_model, train: schema.Tables):
         users = [k.split("\x1f")[0] for k in uniq]
         scenarios = [k.split("\x1f")[1] for k in uniq]
         queries = np.asarray(retrieval_model.query_embeddings(
-            retrieval_model.query_features(users, scenarios, train)), np.float32)
+            retrieval_model.query_features(users, scenarios, train), **query_kw), np.float32)
         rows = np.array([row_of.get(i, -1) for i in frame[schema.ITEM_ID].astype(str)])
         cand = np.where((rows >= 0)[:, None], candidates[np.maximum(rows, 0)], 0.0).astype(np.float32)
         return {QUERY_EMBEDDING: queries[inverse], CANDIDATE_EMBEDDING: cand}

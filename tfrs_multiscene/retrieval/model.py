@@ -3,8 +3,11 @@
 Score of (query, item) = dot product of the query tower's and the candidate tower's outputs
 (cosine when ``l2_normalize``). Training: in-batch softmax with temperature, log-Q
 correction from training item frequencies, optional removal of accidental hits (same item
-as the positive elsewhere in the batch) and hard-negative mining, sample weights from the
-data.
+as the positive elsewhere in the batch), of each query's other known positives
+(``mask_known_positives``) and hard-negative mining, sample weights from the data.
+
+``ensemble = N``: N independently initialised (query, candidate) tower pairs; the towers
+output their concatenation / sqrt(N), so the score is the mean of the members' scores.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ class RetrievalModel(tfrs.Model):
         if int(cfg.ensemble) < 1:
             raise ValueError(f"retrieval.ensemble (--ensemble) must be at least 1, got {cfg.ensemble}")
         members = [_member_towers(spec, cfg, encoder_factory, suffix=f"_{k + 1}" if cfg.ensemble > 1 else "")
-                   for k in range(max(1, int(cfg.ensemble)))]
+                   for k in range(int(cfg.ensemble))]
         if len(members) == 1:
             self.query_model, self.candidate_model = members[0]
         else:
@@ -125,13 +128,23 @@ class RetrievalModel(tfrs.Model):
         self.candidate_model(cand)
         return self
 
-    def query_embeddings(self, features: dict, batch_size: int = 4096) -> np.ndarray:
-        """Query tower outputs [B, D] for raw query features (dict of arrays)."""
-        return _batched(self.query_model, features, batch_size)
+    @property
+    def feature_towers(self) -> tuple:
+        """(query tower, candidate tower) whose outputs other models read as features (the
+        ranking model's ``query_embedding`` / ``candidate_embedding``): the model's towers, or
+        with an ensemble its first member's, so those features keep one two-tower's width and
+        meaning whatever the ensemble size (the ranking was tuned on them; the ensemble's
+        wider concatenation lowered its validation AUC on MovieLens)."""
+        return self.member_towers[0]
 
-    def candidate_embeddings(self, items: pd.DataFrame, batch_size: int = 4096) -> np.ndarray:
-        """Candidate tower outputs [I, D] for the rows of an item frame."""
-        return _batched(self.candidate_model,
+    def query_embeddings(self, features: dict, batch_size: int = 4096, tower=None) -> np.ndarray:
+        """Query tower outputs [B, D] for raw query features (dict of arrays); ``tower``
+        (e.g. ``feature_towers[0]``) replaces the model's query tower."""
+        return _batched(tower or self.query_model, features, batch_size)
+
+    def candidate_embeddings(self, items: pd.DataFrame, batch_size: int = 4096, tower=None) -> np.ndarray:
+        """Candidate tower outputs [I, D] for the rows of an item frame (``tower``: as above)."""
+        return _batched(tower or self.candidate_model,
                         F.candidate_features(items, list(self.spec.item_categorical)), batch_size)
 
     def query_features(self, users, scenario, train: schema.Tables) -> dict:
