@@ -79,32 +79,41 @@ class RetrievalModel(tfrs.Model):
 
     def compute_loss(self, features, training=False):
         """Sum over the members of each member's own softmax loss on the batch."""
-        return tf.add_n([self._member_loss(q, c, features, training) for q, c in self.member_towers])
+        columns = self._softmax_columns(features)
+        return tf.add_n([self._member_loss(q, c, features, columns, training) for q, c in self.member_towers])
 
-    def _member_loss(self, query_model, candidate_model, features, training):
+    def _softmax_columns(self, features) -> tuple:
+        """(sampling probability [C], item row [C], score mask [B, C] or None) of the softmax
+        columns: the batch's positives, then the uniform catalogue negatives when present.
+        The same for every member and loss term, so computed once per batch."""
+        probability, ids = features[PROBABILITY], features[ITEM_ROW]
+        if NEG_CANDIDATE in features:
+            probability = tf.concat([probability, features[NEG_PROBABILITY]], axis=0)
+            ids = tf.concat([tf.cast(ids, tf.int64), tf.cast(features[NEG_ITEM_ROW], tf.int64)], axis=0)
+        mask = known_positive_mask(features[KNOWN_ROWS], ids) if KNOWN_ROWS in features else None
+        return probability, ids, mask
+
+    def _member_loss(self, query_model, candidate_model, features, columns, training):
         query = query_model(features[QUERY], training=training)
         candidate = candidate_model(features[CANDIDATE], training=training)
         negatives = (candidate_model(features[NEG_CANDIDATE], training=training)
                      if NEG_CANDIDATE in features else None)
-        loss = self._task_loss(query, candidate, features, negatives)
+        loss = self._task_loss(query, candidate, features, columns, negatives)
         weight = float(self.cfg.text_only_loss_weight or 0.0)
         if weight > 0:
             # The same batch again with every candidate as an unknown id (OOV row + text +
             # categorical features): that path alone must retrieve the positive, which is
             # all a cold item has at serving time.
             cold = candidate_model(features[CANDIDATE], training=training, unknown_ids=True)
-            loss = loss + weight * self._task_loss(query, cold, features, negatives)
+            loss = loss + weight * self._task_loss(query, cold, features, columns, negatives)
         return loss
 
-    def _task_loss(self, query, candidate, features, negatives=None):
+    def _task_loss(self, query, candidate, features, columns, negatives=None):
         """In-batch softmax; ``negatives`` [N, D] (uniform catalogue samples) are appended
         as extra columns after the batch's positives (the labels stay the diagonal)."""
-        probability, ids = features[PROBABILITY], features[ITEM_ROW]
+        probability, ids, mask = columns
         if negatives is not None:
             candidate = tf.concat([candidate, negatives], axis=0)
-            probability = tf.concat([probability, features[NEG_PROBABILITY]], axis=0)
-            ids = tf.concat([tf.cast(ids, tf.int64), tf.cast(features[NEG_ITEM_ROW], tf.int64)], axis=0)
-        mask = known_positive_mask(features[KNOWN_ROWS], ids) if KNOWN_ROWS in features else None
         return self.task(
             query, candidate,
             sample_weight=features.get(WEIGHT),

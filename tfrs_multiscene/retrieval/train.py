@@ -381,10 +381,10 @@ def train_retrieval(split, cfg: RetrievalConfig, run_dir, text_cfg: Optional[Tex
         and cached here) or given directly (see :func:`build_retrieval_model`).
       callbacks: extra Keras callbacks.
     """
-    train = split if isinstance(split, schema.Tables) else split.train
-    valid = None if isinstance(split, schema.Tables) else split.valid
     if int(cfg.ensemble) > 1:
         return _train_ensemble(split, cfg, run_dir, text_cfg, text, encoder_factory, seed, verbose, callbacks)
+    train = split if isinstance(split, schema.Tables) else split.train
+    valid = None if isinstance(split, schema.Tables) else split.valid
     tf.keras.utils.set_random_seed(seed)
     info = {"resumed_from_epoch": 0, "warm_start": cfg.warm_start}
     started = time.perf_counter()
