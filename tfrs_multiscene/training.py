@@ -116,9 +116,15 @@ def _ranking_stage(run: RunDir, run_cfg: C.RunConfig, split, retrieval_model, su
                            seed=run_cfg.train.seed, verbose=2 if verbose else 0)
     summary["ranking"] = {"seconds": round(time.time() - started, 1), **json_safe(result.info)}
     figure = plot_history(_numeric(result.history), report.figure_path("ranking_training.png"), "ranking")
+    wide = result.info.get("wide")
+    wide_line = ""
+    if wide:
+        losses = wide.get("val_loss") or wide.get("train_loss")
+        wide_line = (f", wide part fitted first: {wide['epochs']} epochs, best {wide['best_epoch']} "
+                     f"(loss {losses[wide['best_epoch'] - 1]:.4f})")
     report.add("Ranking training", _history_table(result.history) + "\n\n" +
-               f"architecture: {run_cfg.ranking.architecture}, seconds: {summary['ranking']['seconds']}",
-               [figure], order=30)
+               f"architecture: {run_cfg.ranking.architecture}, seconds: {summary['ranking']['seconds']}"
+               + wide_line, [figure], order=30)
 
 
 def examples_split(run: RunDir, run_cfg: C.RunConfig, log=print):

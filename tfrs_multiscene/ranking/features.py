@@ -55,6 +55,8 @@ class FeatureSpec:
       has_timestamp: whether hour-of-day / weekday context features exist.
       tasks: the task names, in head order.
       scenarios: the scenario names (the routing order; == vocabularies["scenario"]).
+      user_columns: the categorical columns that describe the user (user_id and the user
+        table's columns); the others describe the item.
     """
 
     vocabularies: dict
@@ -64,6 +66,7 @@ class FeatureSpec:
     has_timestamp: bool
     tasks: list
     scenarios: list
+    user_columns: list = dataclasses.field(default_factory=list)
 
     @property
     def categorical(self) -> list:
@@ -151,6 +154,7 @@ def build_feature_spec(train: schema.Tables, tasks, extra_features: Optional[dic
         has_timestamp=schema.TIMESTAMP in inter.columns,
         tasks=list(tasks),
         scenarios=scen,
+        user_columns=[schema.USER_ID, *(train.user_categorical_columns() if train.users is not None else [])],
     )
 
 
@@ -215,17 +219,12 @@ class FeatureEncoder(tf.keras.layers.Layer):
             raise KeyError(f"ranking model inputs missing {missing}; expected {self.spec.input_names()}")
         fields = []  # [B, dim] embeddings, one per categorical / text / context feature
         for col, lookup in self.lookups.items():
-            fields.append(self.embeddings[col](lookup(_as_string(inputs[col]))))
+            fields.append(self.embeddings[col](lookup(string_feature(inputs[col]))))
         parts = []
         for col, stats in self.spec.numeric.items():
-            mean, std = float(stats[0]), float(stats[1])
-            x = tf.cast(tf.reshape(inputs[col], [-1, 1]), tf.float32)
-            if len(stats) > 2 and stats[2] == "log":
-                x = tf.math.log(tf.where(x > 0, x, tf.fill(tf.shape(x), float("nan"))))
-            x = tf.where(tf.math.is_finite(x), (x - mean) / std, tf.zeros_like(x))
-            parts.append(x)
+            parts.append(numeric_feature(inputs[col], stats))
         for col, emb in self.text_embeddings.items():
-            fields.append(self._text(_as_string(inputs[col]), emb))
+            fields.append(self._text(string_feature(inputs[col]), emb))
         if self.spec.has_timestamp:
             ts = tf.cast(tf.reshape(inputs[schema.TIMESTAMP], [-1]), tf.int64)
             hour = tf.math.floormod(tf.math.floordiv(ts, 3600), 24)
@@ -254,7 +253,19 @@ class FeatureEncoder(tf.keras.layers.Layer):
         return tf.reduce_sum(vectors, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
 
 
-def _as_string(x: tf.Tensor) -> tf.Tensor:
+def numeric_feature(x: tf.Tensor, stats) -> tf.Tensor:
+    """A raw numeric column ``[B]`` -> ``[B, 1]`` standardised with the spec's ``stats``
+    (``[mean, std]``, or ``[mean, std, "log"]`` to standardise ``log x``); missing or (on the
+    log scale) non-positive values -> 0."""
+    mean, std = float(stats[0]), float(stats[1])
+    x = tf.cast(tf.reshape(x, [-1, 1]), tf.float32)
+    if len(stats) > 2 and stats[2] == "log":
+        x = tf.math.log(tf.where(x > 0, x, tf.fill(tf.shape(x), float("nan"))))
+    return tf.where(tf.math.is_finite(x), (x - mean) / std, tf.zeros_like(x))
+
+
+def string_feature(x: tf.Tensor) -> tf.Tensor:
+    """A raw id / categorical / text column as strings ``[B]`` (numbers are formatted)."""
     x = tf.reshape(x, [-1])
     return x if x.dtype == tf.string else tf.strings.as_string(x)
 

@@ -61,7 +61,7 @@ def _mean_loss(model, ds) -> float:
     averaged with the batch's weight mass, like Keras' per-batch mean up to batch sizes)."""
     total, mass = 0.0, 0.0
     for inputs, targets in ds:
-        loss, _ = model._loss(targets, model(inputs, training=False))
+        loss, _ = model.loss_of_outputs(targets, model(inputs, training=False))
         m = float(tf.reduce_sum(targets["weight"]))
         total += float(loss) * m
         mass += m
@@ -74,7 +74,7 @@ def _train_step(model, variables, masks, optimizer):
     @tf.function
     def step(inputs, targets):
         with tf.GradientTape() as tape:
-            total, _ = model._loss(targets, model(inputs, training=True))
+            total, _ = model.loss_of_outputs(targets, model(inputs, training=True))
             if model.losses:
                 total = total + tf.add_n(model.losses)
         grads = tape.gradient(total, variables)

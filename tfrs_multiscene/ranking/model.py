@@ -8,6 +8,11 @@ ESMM decomposition) plus ``conversion_given_click = pCVR``. ``score(inputs, scen
 scores every example as if it came from ``scenario``; ``score_all_scenarios(inputs)``
 returns ``[B, S]`` per task.
 
+With ``cfg.wide`` the logits are ``wide(inputs) + architecture(encoder(inputs))``: a
+per-scenario logistic model on the one-hot and numeric features
+(:class:`~tfrs_multiscene.ranking.wide.WideLogits`), fitted first and then frozen, plus the
+deep architecture, which learns what the wide part misses.
+
 Losses (:func:`ranking_loss`): per task a weighted mean over the examples whose mask is 1,
 ``sum(w * m * l) / sum(w * m)``, with ``l`` binary cross-entropy for binary tasks and squared
 error for ``rating``; the total is ``sum_t task_weight_t * loss_t``. Conversion is trained
@@ -23,6 +28,7 @@ from tfrs_multiscene.data import schema
 from tfrs_multiscene.ranking.architectures import build_architecture
 from tfrs_multiscene.ranking.data import RATING_TASK
 from tfrs_multiscene.ranking.features import FeatureEncoder, FeatureSpec, build_feature_spec
+from tfrs_multiscene.ranking.wide import WideLogits
 
 EPS = 1e-7
 CVR = "conversion_given_click"
@@ -81,6 +87,10 @@ class RankingModel(tf.keras.Model):
         self.scenario_lookup = tf.keras.layers.StringLookup(
             vocabulary=list(spec.scenarios), num_oov_indices=1, name="scenario_index")
         self.architecture = build_architecture(cfg.architecture, self.num_scenarios, len(self.tasks), cfg)
+        self.wide = None
+        if getattr(cfg, "wide", False):
+            self.wide = WideLogits(spec, self.num_scenarios, len(self.tasks), name="wide")
+            self.wide.trainable = False  # fitted on its own first (ranking.wide.fit_wide), then an offset
         self.loss_tracker = {t: tf.keras.metrics.Mean(name=f"loss_{t}") for t in self.tasks}
         self.total_tracker = tf.keras.metrics.Mean(name="loss")
 
@@ -102,9 +112,18 @@ class RankingModel(tf.keras.Model):
             scenario_index = tf.zeros(tf.shape(x)[:1], tf.int32)
         elif scenario_index is None:
             scenario_index = self.scenario_index(inputs[schema.SCENARIO])
-        return self.architecture(x, scenario_index, training=training), scenario_index
+        logits = self.architecture(x, scenario_index, training=training)
+        if self.wide is not None:
+            logits = logits + self.wide(inputs)
+        return logits, scenario_index
 
-    def _outputs(self, logits: tf.Tensor) -> dict:
+    def wide_only_logits(self, inputs: dict) -> tf.Tensor:
+        """The wide part's logits for each example's own scenario ``[B, H]`` (no deep part)."""
+        idx = tf.zeros(tf.shape(tf.reshape(inputs[schema.ITEM_ID], [-1]))[:1], tf.int32) if self.pooled \
+            else self.scenario_index(inputs[schema.SCENARIO])
+        return tf.gather(self.wide(inputs), idx, axis=1, batch_dims=1)
+
+    def outputs_of_logits(self, logits: tf.Tensor) -> dict:
         """Head logits ``[..., H]`` -> output dict of ``[...]`` tensors."""
         out = {}
         for h, task in enumerate(self.tasks):
@@ -118,7 +137,7 @@ class RankingModel(tf.keras.Model):
     def call(self, inputs, training=False):
         logits, idx = self.all_logits(inputs, training=training)
         own = tf.gather(logits, idx, axis=1, batch_dims=1)  # [B, H]
-        return self._outputs(own)
+        return self.outputs_of_logits(own)
 
     def score(self, inputs: dict, scenario) -> dict:
         """Predictions as if every example came from ``scenario`` (a name)."""
@@ -130,7 +149,7 @@ class RankingModel(tf.keras.Model):
     def score_all_scenarios(self, inputs: dict) -> dict:
         """``{task: [B, S]}``: every example scored in every scenario's tower (own features)."""
         logits, _ = self.all_logits(inputs)
-        return self._outputs(logits)
+        return self.outputs_of_logits(logits)
 
     def serving_function(self):
         """A ``tf.function`` over :meth:`FeatureSpec.input_signature` (raw inputs) returning
@@ -148,14 +167,16 @@ class RankingModel(tf.keras.Model):
     def metrics(self):
         return [self.total_tracker, *self.loss_tracker.values()]
 
-    def _loss(self, targets, outputs):
+    def loss_of_outputs(self, targets, outputs):
+        """``(total, {task: loss})`` of an output dict (:func:`ranking_loss` with this model's
+        tasks and config)."""
         return ranking_loss(targets, outputs, self.tasks, self.cfg.task_weights, self.cfg.conversion_mode)
 
     def train_step(self, data):
         inputs, targets = data
         with tf.GradientTape() as tape:
             outputs = self(inputs, training=True)
-            total, per_task = self._loss(targets, outputs)
+            total, per_task = self.loss_of_outputs(targets, outputs)
             total = total + tf.add_n(self.losses) if self.losses else total
         grads = tape.gradient(total, self.trainable_variables)
         self.optimizer.apply_gradients(
@@ -164,7 +185,7 @@ class RankingModel(tf.keras.Model):
 
     def test_step(self, data):
         inputs, targets = data
-        total, per_task = self._loss(targets, self(inputs, training=False))
+        total, per_task = self.loss_of_outputs(targets, self(inputs, training=False))
         return self._track(total, per_task)
 
     def _track(self, total, per_task):
@@ -174,13 +195,18 @@ class RankingModel(tf.keras.Model):
         return {m.name: m.result() for m in self.metrics}
 
     def parameter_count(self) -> int:
-        return int(sum(int(tf.size(v)) for v in self.trainable_variables))
+        """Learnt weights, the frozen wide part's included."""
+        frozen = [v for v in self.wide.weights if v.dtype.is_floating] if self.wide is not None else []
+        return int(sum(int(tf.size(v)) for v in [*self.trainable_variables, *frozen]))
 
 
 def build_ranking_model(train: schema.Tables, cfg, extra_features=None, *, tasks=None,
                         pooled: bool = False, spec: FeatureSpec = None) -> RankingModel:
     """A RankingModel whose vocabularies come from ``train``.
 
+    With ``cfg.wide`` the wide part starts at zero and is frozen: fit it with
+    :func:`tfrs_multiscene.ranking.wide.fit_wide` before fitting the rest
+    (:func:`~tfrs_multiscene.ranking.train.train_ranking` does both).
     ``extra_features`` maps extra dense input names (e.g. ``query_embedding``,
     ``candidate_embedding``) to their widths. ``tasks`` defaults to
     :func:`~tfrs_multiscene.ranking.data.ranking_tasks`. ``pooled`` builds the

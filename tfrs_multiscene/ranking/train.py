@@ -33,6 +33,7 @@ from tfrs_multiscene.ranking import data as D
 from tfrs_multiscene.ranking.features import FeatureSpec, build_feature_spec, scenario_blind_hook
 from tfrs_multiscene.ranking.finetune import finetune_scenarios, should_finetune
 from tfrs_multiscene.ranking.model import POOLED_SCENARIO, RankingModel
+from tfrs_multiscene.ranking.wide import fit_wide
 
 FeatureHook = Callable[[pd.DataFrame], dict]   # example frame -> {name: float32 [N, d]}
 
@@ -162,6 +163,9 @@ def train_ranking(split, cfg: RankingConfig, run_dir, feature_hook: Optional[Fea
     vds = D.make_dataset(va.inputs, va.targets, va.weights, 4 * cfg.batch_size) if va is not None else None
     initial = int(epoch.numpy())
     finetune = previous.get("scenario_finetune") if finished else None
+    wide = previous.get("wide") if resume else None
+    if model.wide is not None and not resume and warm_dir is None:  # resumed / warm models have theirs
+        wide = fit_wide(model, tr, va, cfg, seed=seed, log=print if verbose else None)
     if initial < cfg.epochs:
         fit = model.fit(ds, validation_data=vds, epochs=cfg.epochs, initial_epoch=initial,
                         callbacks=callbacks, verbose=verbose)
@@ -178,7 +182,7 @@ def train_ranking(split, cfg: RankingConfig, run_dir, feature_hook: Optional[Fea
         "train_examples": int(len(tr.frame)), "valid_examples": int(len(va.frame)) if va is not None else 0,
         "parameters": model.parameter_count(), "epochs_done": int(epoch.numpy()), "epochs_requested": cfg.epochs,
         "resumed_from_epoch": initial if resume else None, "warm_start": cfg.warm_start,
-        "scenario_finetune": finetune,
+        "scenario_finetune": finetune, "wide": wide,
         "seconds": round(time.time() - start, 2), "curves": str(curves) if curves else None,
         "scenario_weights": D.scenario_weights(tr.frame[schema.SCENARIO], cfg.scenario_weight_power)
         if cfg.balance_scenarios else None,
