@@ -105,6 +105,7 @@ def test_training_with_wide_fits_it_first_then_freezes_it_and_resume_keeps_it(tm
     config = cfg(wide=True, wide_epochs=5, epochs=2)
     res = train_ranking(split, config, tmp_path, verbose=0, tensorboard=False)
     assert res.info["wide"]["epochs"] >= 1
+    assert (tmp_path / "ranking" / "curves_ranking_wide.png").exists()
     wide_after_fit = [v.numpy() for v in res.model.wide.weights if v.dtype.is_floating]
     assert any(np.abs(w).max() > 0 for w in wide_after_fit)
     assert not any(v is w for v in res.model.trainable_variables for w in res.model.wide.weights)

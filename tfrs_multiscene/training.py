@@ -124,7 +124,7 @@ def _ranking_stage(run: RunDir, run_cfg: C.RunConfig, split, retrieval_model, su
                      f"(loss {losses[wide['best_epoch'] - 1]:.4f})")
     report.add("Ranking training", _history_table(result.history) + "\n\n" +
                f"architecture: {run_cfg.ranking.architecture}, seconds: {summary['ranking']['seconds']}"
-               + wide_line, [figure], order=30)
+               + wide_line, [figure, *([wide["curves"]] if wide and wide.get("curves") else [])], order=30)
 
 
 def examples_split(run: RunDir, run_cfg: C.RunConfig, log=print):

@@ -6,6 +6,7 @@ Files under ``<run_dir>/<name>/`` (name ``ranking`` for the main model):
   checkpoints/              model + optimizer + epochs done, written every epoch (resume)
   final/                    the weights kept at the end (best validation epoch)
   history.json, curves_<name>.png  per-epoch losses (train and validation)
+  curves_<name>_wide.png    the wide part's own fit (``cfg.wide``), before the deep part
   tensorboard/              TensorBoard event files
 
 Re-running with the same ``run_dir`` resumes from the last epoch checkpoint; a finished run
@@ -166,6 +167,9 @@ def train_ranking(split, cfg: RankingConfig, run_dir, feature_hook: Optional[Fea
     wide = previous.get("wide") if resume else None
     if model.wide is not None and not resume and warm_dir is None:  # resumed / warm models have theirs
         wide = fit_wide(model, tr, va, cfg, seed=seed, log=print if verbose else None)
+        curve = _plot_curves({"loss": wide["train_loss"], "val_loss": wide["val_loss"]},
+                             out / f"curves_{name.replace('/', '_')}_wide.png", f"{name} (wide part)")
+        wide["curves"] = str(curve) if curve else None
     if initial < cfg.epochs:
         fit = model.fit(ds, validation_data=vds, epochs=cfg.epochs, initial_epoch=initial,
                         callbacks=callbacks, verbose=verbose)
