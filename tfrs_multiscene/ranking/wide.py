@@ -37,8 +37,7 @@ import tensorflow as tf
 from tfrs_multiscene.ranking.features import FeatureSpec, numeric_feature, string_feature
 
 
-LR_DECAY = 0.3   # learning-rate factor after an epoch without improvement
-PLATEAUS = 3     # epochs without improvement before the wide fit stops
+PATIENCE = 5  # epochs in a row without improvement before the wide fit stops
 
 
 class WideLogits(tf.keras.layers.Layer):
@@ -96,10 +95,11 @@ def fit_wide(model, train, valid, cfg, *, seed: int = 0, log=None) -> dict:
     Minibatch Adam at ``cfg.wide_learning_rate`` on the model's own loss and example weights
     plus ``cfg.wide_l2 / n_train * penalty`` (each weight is pulled to zero as if by
     ``wide_l2`` examples' worth of evidence, whatever the data size),
-    at most ``cfg.wide_epochs`` epochs. An epoch that does not improve the validation loss
-    (without validation data: the training loss) returns to the best weights and cuts the
-    learning rate by ``LR_DECAY``; after ``PLATEAUS`` such epochs the fit stops at the best
-    weights.
+    ``cfg.wide_epochs`` epochs with the learning rate on a cosine decay to zero (noisy
+    constant-rate steps at this rate kept the validation loss from settling; plateau-based
+    step cuts stopped too early), stopping after ``PATIENCE`` epochs in a row without a
+    better validation loss (without validation data: training loss), and keeping the best
+    epoch's weights.
     ``train`` / ``valid`` are PreparedExamples. Returns ``{"epochs": n, "best_epoch": k,
     "train_loss": [...], "val_loss": [...]}``.
     """
@@ -134,25 +134,24 @@ def fit_wide(model, train, valid, cfg, *, seed: int = 0, log=None) -> dict:
         return float(np.mean(losses))
 
     history = {"train_loss": [], "val_loss": []}
-    best, best_weights, strikes = np.inf, None, 0
-    for epoch in range(int(cfg.wide_epochs)):
+    epochs = int(cfg.wide_epochs)
+    best, best_weights, since_best = np.inf, None, 0
+    for epoch in range(epochs):
+        optimizer.learning_rate.assign(float(cfg.wide_learning_rate) * 0.5 * (1.0 + np.cos(np.pi * epoch / epochs)))
         history["train_loss"].append(mean_loss(ds, step))
         if vds is not None:
             history["val_loss"].append(mean_loss(vds, evaluate))
         current = (history["val_loss"] or history["train_loss"])[-1]
         if log:
-            log(f"wide epoch {epoch + 1}/{cfg.wide_epochs}: loss {history['train_loss'][-1]:.4f}"
+            log(f"wide epoch {epoch + 1}/{epochs}: loss {history['train_loss'][-1]:.4f}"
                 + (f", val_loss {current:.4f}" if vds is not None else "")
                 + f", learning rate {float(optimizer.learning_rate):.4g}")
-        if current < best - 1e-5:
-            best, best_weights = current, [v.numpy() for v in variables]
-            continue
-        strikes += 1  # no improvement: go back to the best weights with a smaller step
-        if strikes > PLATEAUS:
-            break
-        for v, w in zip(variables, best_weights):
-            v.assign(w)
-        optimizer.learning_rate.assign(optimizer.learning_rate * LR_DECAY)
+        if current < best:
+            best, best_weights, since_best = current, [v.numpy() for v in variables], 0
+        else:
+            since_best += 1
+            if since_best >= PATIENCE:
+                break
     if best_weights is not None:
         for v, w in zip(variables, best_weights):
             v.assign(w)
