@@ -152,3 +152,18 @@ def test_an_example_of_one_scenario_never_moves_another_scenarios_wide_weights()
         assert np.abs(g[:, b]).max() == 0.0, col
         assert np.abs(g[:, 1 - b]).max() > 0.0, col
     assert np.abs(grads[-2].numpy()[:, b]).max() == 0.0 and np.abs(grads[-1].numpy()[b]).max() == 0.0
+
+
+def test_a_warm_start_keeps_the_wide_part_it_starts_from_or_fits_one_if_there_was_none(tmp_path):
+    split, _ = planted_split(n=2000)
+    with_wide = train_ranking(split, cfg(wide=True, wide_epochs=3, epochs=1), tmp_path / "a", verbose=0,
+                              tensorboard=False)
+    warm = train_ranking(split, cfg(wide=True, wide_epochs=3, epochs=1, warm_start=str(tmp_path / "a")),
+                         tmp_path / "b", verbose=0, tensorboard=False)
+    assert warm.info["wide"] is None  # not refitted
+    np.testing.assert_array_equal(warm.model.wide.intercept.numpy(), with_wide.model.wide.intercept.numpy())
+    without = train_ranking(split, cfg(wide=False, epochs=1), tmp_path / "c", verbose=0, tensorboard=False)
+    assert without.model.wide is None and without.info["wide"] is None
+    fitted = train_ranking(split, cfg(wide=True, wide_epochs=3, epochs=1, warm_start=str(tmp_path / "c")),
+                           tmp_path / "d", verbose=0, tensorboard=False)
+    assert fitted.info["wide"]["epochs"] >= 1 and np.abs(fitted.model.wide.intercept.numpy()).max() > 0

@@ -165,7 +165,9 @@ def train_ranking(split, cfg: RankingConfig, run_dir, feature_hook: Optional[Fea
     initial = int(epoch.numpy())
     finetune = previous.get("scenario_finetune") if finished else None
     wide = previous.get("wide") if resume else None
-    if model.wide is not None and not resume and warm_dir is None:  # resumed / warm models have theirs
+    warm_config = warm_dir / "config.json" if warm_dir is not None else None
+    warm_has_wide = bool(warm_config and warm_config.exists() and json.loads(warm_config.read_text()).get("wide", False))
+    if model.wide is not None and not resume and not warm_has_wide:  # resumed / warm models keep theirs
         wide = fit_wide(model, tr, va, cfg, seed=seed, log=print if verbose else None)
         curve = _plot_curves({"loss": wide["train_loss"], "val_loss": wide["val_loss"]},
                              out / f"curves_{name.replace('/', '_')}_wide.png", f"{name} (wide part)")
