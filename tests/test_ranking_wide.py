@@ -106,14 +106,14 @@ def test_training_with_wide_fits_it_first_then_freezes_it_and_resume_keeps_it(tm
     res = train_ranking(split, config, tmp_path, verbose=0, tensorboard=False)
     assert res.info["wide"]["epochs"] >= 1
     assert (tmp_path / "ranking" / "curves_ranking_wide.png").exists()
-    wide_after_fit = [v.numpy() for v in res.model.wide.weights if v.dtype.is_floating]
+    wide_after_fit = [v.numpy() for v in res.model.wide.fitted_weights]
     assert any(np.abs(w).max() > 0 for w in wide_after_fit)
     assert not any(v is w for v in res.model.trainable_variables for w in res.model.wide.weights)
 
     # Two more epochs (resumed): the deep part moves, the wide part does not, and is not refitted.
     more = train_ranking(split, cfg(wide=True, wide_epochs=5, epochs=4), tmp_path, verbose=0, tensorboard=False)
     assert more.info["resumed_from_epoch"] == 2 and more.info["wide"] == res.info["wide"]
-    for before, after in zip(wide_after_fit, [v for v in more.model.wide.weights if v.dtype.is_floating]):
+    for before, after in zip(wide_after_fit, more.model.wide.fitted_weights):
         np.testing.assert_array_equal(before, after.numpy())
 
     frame = D.build_examples(split.test, config)

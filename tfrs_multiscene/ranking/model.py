@@ -108,20 +108,22 @@ class RankingModel(tf.keras.Model):
     def all_logits(self, inputs: dict, training=False, scenario_index=None):
         """Logits of every scenario ``[B, S, H]`` and the examples' own scenario index ``[B]``."""
         x = self.encoder(inputs)
-        if scenario_index is None and self.pooled:
-            scenario_index = tf.zeros(tf.shape(x)[:1], tf.int32)
-        elif scenario_index is None:
-            scenario_index = self.scenario_index(inputs[schema.SCENARIO])
+        if scenario_index is None:
+            scenario_index = self.own_scenario_index(inputs)
         logits = self.architecture(x, scenario_index, training=training)
         if self.wide is not None:
             logits = logits + self.wide(inputs)
         return logits, scenario_index
 
+    def own_scenario_index(self, inputs: dict) -> tf.Tensor:
+        """Each example's tower index ``[B]``: its scenario's, or 0 for the pooled model."""
+        if self.pooled:
+            return tf.zeros(tf.shape(tf.reshape(inputs[schema.ITEM_ID], [-1]))[:1], tf.int32)
+        return self.scenario_index(inputs[schema.SCENARIO])
+
     def wide_only_logits(self, inputs: dict) -> tf.Tensor:
         """The wide part's logits for each example's own scenario ``[B, H]`` (no deep part)."""
-        idx = tf.zeros(tf.shape(tf.reshape(inputs[schema.ITEM_ID], [-1]))[:1], tf.int32) if self.pooled \
-            else self.scenario_index(inputs[schema.SCENARIO])
-        return tf.gather(self.wide(inputs), idx, axis=1, batch_dims=1)
+        return tf.gather(self.wide(inputs), self.own_scenario_index(inputs), axis=1, batch_dims=1)
 
     def outputs_of_logits(self, logits: tf.Tensor) -> dict:
         """Head logits ``[..., H]`` -> output dict of ``[...]`` tensors."""
@@ -196,7 +198,7 @@ class RankingModel(tf.keras.Model):
 
     def parameter_count(self) -> int:
         """Learnt weights, the frozen wide part's included."""
-        frozen = [v for v in self.wide.weights if v.dtype.is_floating] if self.wide is not None else []
+        frozen = self.wide.fitted_weights if self.wide is not None else []
         return int(sum(int(tf.size(v)) for v in [*self.trainable_variables, *frozen]))
 
 

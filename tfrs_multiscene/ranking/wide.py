@@ -25,8 +25,9 @@ small scenarios, and early stopping then cuts training off long before per-value
 (an item's quality, a scenario's category effect; several logits wide) have been learnt
 at the deep part's learning rate. Fitted alone to convergence at a high learning rate and
 then frozen, the wide logit is an offset the deep part only has to correct (measured on a
-synthetic dev world: ads validation AUC under the true probabilities 0.852 -> 0.862, the
-other scenarios up too).
+synthetic dev world: ads validation AUC under the true probabilities 0.852 -> 0.859, the
+other scenarios up too; an offline logistic fit run to convergence as the offset reached
+0.862).
 """
 
 from __future__ import annotations
@@ -83,10 +84,14 @@ class WideLogits(tf.keras.layers.Layer):
             out = out + tf.einsum("bk,ksh->bsh", z, self.slopes)
         return out
 
+    @property
+    def fitted_weights(self) -> list:
+        """The weights :func:`fit_wide` learns: intercepts, bias tables, slopes."""
+        return [v for v in self.weights if v.dtype.is_floating]
+
     def penalty(self) -> tf.Tensor:
         """``sum(w^2)`` over the bias tables and slopes (not the intercepts)."""
-        return tf.add_n([tf.reduce_sum(tf.square(v)) for v in self.weights
-                         if v.dtype.is_floating and "intercept" not in v.name])
+        return tf.add_n([tf.reduce_sum(tf.square(v)) for v in self.fitted_weights if v is not self.intercept])
 
 
 def fit_wide(model, train, valid, cfg, *, seed: int = 0, log=None) -> dict:
@@ -106,7 +111,7 @@ def fit_wide(model, train, valid, cfg, *, seed: int = 0, log=None) -> dict:
     from tfrs_multiscene.ranking import data as D
 
     wide = model.wide
-    variables = [v for v in wide.weights if v.dtype.is_floating]
+    variables = wide.fitted_weights
     strength = float(cfg.wide_l2) / max(len(train.frame), 1)
     optimizer = tf.keras.optimizers.Adam(tf.Variable(float(cfg.wide_learning_rate), trainable=False))
     batch = max(int(cfg.batch_size), 4096)
