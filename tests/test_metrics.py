@@ -119,6 +119,34 @@ def test_auc_hand_computed():
     assert np.isnan(R.auc([1, 1], [0.2, 0.3]))
 
 
+def test_expected_auc_hand_computed_ties_included():
+    p = np.array([0.9, 0.2, 0.5])
+    s = np.array([3.0, 1.0, 1.0])  # rows 1 and 2 tie
+    q = 1 - p
+    # ordered pairs (i positive, j negative), i != j: i above j counts 1, a tie 1/2, below 0
+    num = p[0] * q[1] + p[0] * q[2] + 0.5 * (p[1] * q[2] + p[2] * q[1])
+    den = sum(p[i] * q[j] for i in range(3) for j in range(3) if i != j)
+    assert R.expected_auc(p, s) == pytest.approx(num / den)
+    reversed_num = p[1] * q[0] + p[2] * q[0] + 0.5 * (p[1] * q[2] + p[2] * q[1])
+    assert R.expected_auc(p, -s) == pytest.approx(reversed_num / den)
+    assert np.isnan(R.expected_auc([1.0, 1.0], [0.1, 0.2]))
+
+
+def test_expected_auc_is_the_mean_label_auc_over_label_draws_and_equals_auc_on_0_1_labels():
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.05, 0.6, size=300)
+    scores = p + rng.normal(0, 0.15, size=300)
+    labels = rng.random((4000, 300)) < p
+    aucs = [R.auc(y, scores) for y in labels]
+    # a ratio of expectations, so close to (not exactly) the mean over draws at this size
+    assert R.expected_auc(p, scores) == pytest.approx(np.mean(aucs), abs=2e-3)
+    assert np.std(aucs) > 0.02  # what one draw's AUC is exposed to
+    y = labels[0].astype(float)
+    assert R.expected_auc(y, scores) == pytest.approx(R.auc(y, scores))
+    # the true probabilities order themselves best
+    assert R.expected_auc(p, p) > R.expected_auc(p, scores)
+
+
 def test_gauc_weights_by_impressions_and_skips_one_class_users():
     users = ["a", "a", "a", "b", "b", "c", "c"]
     labels = [1, 0, 0, 1, 0, 1, 1]

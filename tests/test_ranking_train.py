@@ -118,11 +118,19 @@ def test_evaluate_side_by_side_json_table_and_plots(tmp_path):
     assert target_c["vs_pooled"]["ci95"][0] > 0 and not target_c["below_pooled_beyond_noise"]
     lo, hi = target_c["vs_separate"]["ci95"]
     assert lo <= target_c["vs_separate"]["estimate"] <= hi and target_c["gap_closed_interval"]["se"] > 0
+    # the data has true probabilities: every method also gets the AUC expected under them,
+    # which no method's ordering beats the oracle's on
+    for scenario in ("a", "b", "c"):
+        e = {m: v["expected_auc"] for m, v in results["click"][scenario].items()}
+        assert all(0.5 < e["oracle"] >= v - 1e-9 for v in e.values()), (scenario, e)
+    assert target_c["gap_closed_expected"] == pytest.approx(
+        (c["model"]["expected_auc"] - c["pooled"]["expected_auc"])
+        / (c["oracle"]["expected_auc"] - c["pooled"]["expected_auc"]))
     saved = json.loads((tmp_path / "ranking" / "evaluation.json").read_text())
     assert saved["click"]["a"]["model"]["auc"] == pytest.approx(results["click"]["a"]["model"]["auc"])
     table = format_ranking_table(results)
     assert "pooled" in table and "separate" in table and "oracle" in table and "ndcg@10" in table
-    assert "paired bootstrap (200 resamples)" in table and "gap closed" in table
+    assert "paired bootstrap (200 resamples)" in table and "gap closed" in table and "E[auc]" in table
     assert "Ranking" in (tmp_path / "report" / "report.md").read_text()
     paths = plot_ranking(results, tmp_path / "plots")
     assert [p.name for p in paths] == ["ranking_click_auc.png", "ranking_conversion_auc.png"]

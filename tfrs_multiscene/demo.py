@@ -149,3 +149,6 @@ def _print_headline(results: dict) -> None:
             lo, hi = interval["ci95"]
             print(f"  share of the pooled-oracle gap the model closes on {widest}: {interval['estimate']:.1%} "
                   f"(95% paired-bootstrap interval {lo:.1%} to {hi:.1%})")
+        if targets.get("widest_gap_closed_expected") is not None:
+            print(f"  the same share on the AUC expected under the true probabilities (no label noise): "
+                  f"{targets['widest_gap_closed_expected']:.1%}")

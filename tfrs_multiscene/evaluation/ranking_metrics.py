@@ -36,6 +36,35 @@ def auc(labels, scores) -> float:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
+def expected_auc(true_probs, scores) -> float:
+    """AUC expected when each impression's label is Bernoulli(``true_probs``): the expected
+    number of correctly ordered (positive, negative) pairs over the expected number of such
+    pairs (a ratio of expectations),
+
+        sum_{i != j} p_i (1 - p_j) ([s_i > s_j] + [s_i = s_j] / 2)  /  sum_{i != j} p_i (1 - p_j).
+
+    Where the true probabilities are known (synthetic data) this measures the ordering
+    itself, without the noise of one draw of labels: on ~1k impressions the label AUC of
+    the same scores moves by about +-0.02 from draw to draw, this not at all. ``nan`` when
+    the denominator is 0 (every p is 0, or every p is 1). O(N log N).
+    """
+    p = _as_1d("true_probs", true_probs).astype(np.float64)
+    s = _as_1d("scores", scores, p.shape[0]).astype(np.float64)
+    q = 1.0 - p
+    den = float(p.sum() * q.sum() - np.sum(p * q))
+    if not den > 0:
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    s, p, q = s[order], p[order], q[order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])  # first row of each run of tied scores
+    group_p = np.add.reduceat(p, starts)
+    group_q = np.add.reduceat(q, starts)
+    group_pq = np.add.reduceat(p * q, starts)
+    q_below = np.cumsum(group_q) - group_q  # negatives' mass strictly below each group
+    num = float(np.sum(group_p * q_below) + 0.5 * np.sum(group_p * group_q - group_pq))
+    return num / den
+
+
 def gauc(users, labels, scores) -> float:
     """Group AUC: per-user AUC averaged with weights = the user's impressions.
 
