@@ -123,6 +123,9 @@ def test_evaluate_side_by_side_json_table_and_plots(tmp_path):
     for scenario in ("a", "b", "c"):
         e = {m: v["expected_auc"] for m, v in results["click"][scenario].items()}
         assert all(0.5 < e["oracle"] >= v - 1e-9 for v in e.values()), (scenario, e)
+    assert results["targets"]["model_beats_baselines_everywhere_expected"] == all(
+        v for r in results["targets"]["per_scenario"].values() for k, v in r.items() if k.startswith("expected_beats_"))
+    assert target_c["expected_beats_pooled"]
     assert target_c["gap_closed_expected"] == pytest.approx(
         (c["model"]["expected_auc"] - c["pooled"]["expected_auc"])
         / (c["oracle"]["expected_auc"] - c["pooled"]["expected_auc"]))

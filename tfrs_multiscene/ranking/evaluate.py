@@ -230,7 +230,9 @@ def check_targets(results: dict, task: str = "click", significance: Optional[dic
     share of the pooled-to-oracle AUC gap the model closes on the scenario where it is widest.
     Where the results carry ``expected_auc`` (true probabilities known) the same share is also
     given on it (``gap_closed_expected``, ``widest_gap_closed_expected``): the low-noise
-    figure of how much of the gap the model's ordering closes.
+    figure of how much of the gap the model's ordering closes. So are the comparisons
+    (``expected_beats_<base>``, ``model_beats_baselines_everywhere_expected``): a scenario
+    where only the label AUC puts a baseline above the model is label noise.
 
     With ``significance`` (:func:`paired_significance`) each scenario also carries the paired
     bootstrap intervals, and ``below_<base>_beyond_noise`` says whether the model's AUC is
@@ -243,15 +245,17 @@ def check_targets(results: dict, task: str = "click", significance: Optional[dic
     widest, widest_gap = None, -math.inf
     for s, m in per.items():
         auc = {k: v["auc"] for k, v in m.items()}
+        expected = {k: v["expected_auc"] for k, v in m.items() if v.get("expected_auc") is not None}
         row = {"model_auc": auc.get("model")}
         for base in ("pooled", "separate"):
             if base in auc:
                 row[f"beats_{base}"] = bool(auc["model"] >= auc[base])
+            if base in expected and "model" in expected:
+                row[f"expected_beats_{base}"] = bool(expected["model"] >= expected[base])
         if "oracle" in auc and "pooled" in auc:
             gap = auc["oracle"] - auc["pooled"]
             row["gap_closed"] = (auc["model"] - auc["pooled"]) / gap if gap > 0 else None
-            expected = {k: v.get("expected_auc") for k, v in m.items()}
-            if all(expected.get(k) is not None for k in ("model", "pooled", "oracle")):
+            if all(k in expected for k in ("model", "pooled", "oracle")):
                 e_gap = expected["oracle"] - expected["pooled"]
                 row["gap_closed_expected"] = (expected["model"] - expected["pooled"]) / e_gap if e_gap > 0 else None
             if gap > widest_gap:
@@ -268,6 +272,9 @@ def check_targets(results: dict, task: str = "click", significance: Optional[dic
             out["widest_gap_closed_expected"] = out["per_scenario"][widest]["gap_closed_expected"]
     checks = [v for r in out["per_scenario"].values() for k, v in r.items() if k.startswith("beats_")]
     out["model_beats_baselines_everywhere"] = bool(all(checks)) if checks else None
+    expected_checks = [v for r in out["per_scenario"].values() for k, v in r.items() if k.startswith("expected_beats_")]
+    if expected_checks:
+        out["model_beats_baselines_everywhere_expected"] = bool(all(expected_checks))
     return out
 
 
@@ -303,6 +310,9 @@ def format_ranking_table(results: dict) -> str:
                      f"{t['widest_gap_scenario']} (the widest gap): {closed_text}"
                      + (f" (on the AUC expected under the true probabilities: {t['widest_gap_closed_expected']:.1%})"
                         if t.get("widest_gap_closed_expected") is not None else ""))
+    if "model_beats_baselines_everywhere_expected" in t:
+        lines.append(f"on the AUC expected under the true probabilities, model >= pooled and separate on every "
+                     f"scenario: {t['model_beats_baselines_everywhere_expected']}")
     lines += _significance_lines(t)
     return "\n".join(lines)
 
@@ -328,7 +338,8 @@ def _significance_lines(targets: dict) -> list:
 
 
 def plot_ranking(results: dict, out_dir) -> list:
-    """One grouped bar chart of AUC per scenario and method for each binary task."""
+    """One grouped bar chart of AUC per scenario and method for each binary task (and a
+    second panel of the AUC expected under the true probabilities where the data has them)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -345,16 +356,22 @@ def plot_ranking(results: dict, out_dir) -> list:
         scenarios = list(dict.fromkeys(s for s, _, _ in cells))
         methods = list(dict.fromkeys(meth for _, meth, _ in cells))
         width = 0.8 / len(methods)
-        fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(scenarios) * max(1, len(methods) / 4), 3.8))
-        for j, meth in enumerate(methods):
-            vals = [next((m["auc"] for s2, me, m in cells if s2 == s and me == meth), np.nan) for s in scenarios]
-            ax.bar(np.arange(len(scenarios)) + (j - (len(methods) - 1) / 2) * width, vals, width, label=meth)
-        finite = [m["auc"] for _, _, m in cells if not math.isnan(m["auc"])]
-        if finite:
-            ax.set_ylim(max(0.0, min(finite) - 0.05), min(1.0, max(finite) + 0.03))
-        ax.set_xticks(np.arange(len(scenarios)), scenarios)
-        ax.set(ylabel="AUC", title=f"ranking {task} AUC by scenario")
-        ax.legend(fontsize=7, ncol=2)
+        panels = [("auc", "AUC", f"ranking {task} AUC by scenario")]
+        if any("expected_auc" in m for _, _, m in cells):
+            panels.append(("expected_auc", "expected AUC", "AUC expected under the true probabilities"))
+        fig, axes = plt.subplots(len(panels), 1, squeeze=False,
+                                 figsize=(1.6 + 1.3 * len(scenarios) * max(1, len(methods) / 4), 3.8 * len(panels)))
+        for ax, (key, label, title) in zip(axes[:, 0], panels):
+            for j, meth in enumerate(methods):
+                vals = [next((m.get(key, np.nan) for s2, me, m in cells if s2 == s and me == meth), np.nan)
+                        for s in scenarios]
+                ax.bar(np.arange(len(scenarios)) + (j - (len(methods) - 1) / 2) * width, vals, width, label=meth)
+            finite = [m[key] for _, _, m in cells if key in m and not math.isnan(m[key])]
+            if finite:
+                ax.set_ylim(max(0.0, min(finite) - 0.05), min(1.0, max(finite) + 0.03))
+            ax.set_xticks(np.arange(len(scenarios)), scenarios)
+            ax.set(ylabel=label, title=title)
+            ax.legend(fontsize=7, ncol=2)
         fig.tight_layout()
         path = out_dir / f"ranking_{task}_auc.png"
         fig.savefig(path, dpi=110)
