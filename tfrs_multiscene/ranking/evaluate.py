@@ -112,7 +112,9 @@ def score_table(frame, tasks, predictions: dict, k: int = 10, true_probs: Option
                 groups = group[keep] if name == OVERALL else users[keep]
                 metrics = _task_metrics(task, groups, labels[keep], p[keep], k)
                 if task in true_probs and task != D.RATING_TASK:
-                    metrics["expected_auc"] = RM.expected_auc(np.asarray(true_probs[task], np.float64)[keep], p[keep])
+                    truth = np.asarray(true_probs[task], np.float64)[keep]
+                    known = ~np.isnan(truth)  # rows without a true probability are left out
+                    metrics["expected_auc"] = RM.expected_auc(truth[known], p[keep][known]) if known.any() else float("nan")
                 out[task][name][method] = metrics
     return out
 
