@@ -256,10 +256,9 @@ def check_targets(results: dict, task: str = "click", significance: Optional[dic
                 row[f"expected_beats_{base}"] = bool(expected["model"] >= expected[base])
         if "oracle" in auc and "pooled" in auc:
             gap = auc["oracle"] - auc["pooled"]
-            row["gap_closed"] = (auc["model"] - auc["pooled"]) / gap if gap > 0 else None
+            row["gap_closed"] = _share_of_gap_closed(auc)
             if all(k in expected for k in ("model", "pooled", "oracle")):
-                e_gap = expected["oracle"] - expected["pooled"]
-                row["gap_closed_expected"] = (expected["model"] - expected["pooled"]) / e_gap if e_gap > 0 else None
+                row["gap_closed_expected"] = _share_of_gap_closed(expected)
             if gap > widest_gap:
                 widest, widest_gap = s, gap
         for key, summary in significance.get(s, {}).items():
@@ -278,6 +277,12 @@ def check_targets(results: dict, task: str = "click", significance: Optional[dic
     if expected_checks:
         out["model_beats_baselines_everywhere_expected"] = bool(all(expected_checks))
     return out
+
+
+def _share_of_gap_closed(score: dict):
+    """``(model - pooled) / (oracle - pooled)`` of a ``{method: score}`` dict; None without a gap."""
+    gap = score["oracle"] - score["pooled"]
+    return (score["model"] - score["pooled"]) / gap if gap > 0 else None
 
 
 def _rows(results: dict):
