@@ -167,3 +167,30 @@ def test_a_warm_start_keeps_the_wide_part_it_starts_from_or_fits_one_if_there_wa
     fitted = train_ranking(split, cfg(wide=True, wide_epochs=3, epochs=1, warm_start=str(tmp_path / "c")),
                            tmp_path / "d", verbose=0, tensorboard=False)
     assert fitted.info["wide"]["epochs"] >= 1 and np.abs(fitted.model.wide.intercept.numpy()).max() > 0
+
+
+def test_a_scalar_extra_feature_gets_a_slope_per_scenario():
+    """A width-1 extra feature (e.g. history_affinity) whose effect on clicks has opposite signs
+    in the two scenarios: the wide fit learns each scenario's own slope; wider extras (tower
+    outputs) get none."""
+    split, _ = planted_split()
+    rng = np.random.default_rng(3)
+    signal = {id(t): rng.normal(size=len(t.interactions)) for t in (split.train, split.valid)}
+    for t in (split.train, split.valid):  # clicks re-drawn with the extra's effect: +1.5 in "a", -1.5 in "b"
+        x = signal[id(t)]
+        sign = np.where(t.interactions["scenario"].to_numpy() == "a", 1.5, -1.5)
+        t.interactions["click"] = (rng.random(len(x)) < 1 / (1 + np.exp(-sign * x))).astype(int)
+        t.interactions["signal"] = x
+
+    def hook(frame):
+        return {"signal": frame["signal"].to_numpy(np.float32)[:, None], "wide_vector": np.zeros((len(frame), 3))}
+
+    config = cfg(wide=True, wide_epochs=20, tower_units=[4])
+    spec = build_feature_spec(split.train, ["click"], {"signal": 1, "wide_vector": 3})
+    model = RankingModel(spec, config)
+    tr, va = prepare(split.train, spec, config, hook), prepare(split.valid, spec, config, hook)
+    model({k: v[:2] for k, v in tr.inputs.items()})
+    assert model.wide.scalar_extras == ["signal"] and model.wide.extra_slopes.shape == (1, 2, 1)
+    fit_wide(model, tr, va, config, seed=0)
+    slope_a, slope_b = model.wide.extra_slopes.numpy()[0, :, 0]
+    assert slope_a > 0.7 and slope_b < -0.7, (slope_a, slope_b)  # planted: +-1.5 (shrunk by the L2 and the id terms)

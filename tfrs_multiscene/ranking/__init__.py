@@ -9,13 +9,16 @@ Public API::
     plot_ranking(results, out_dir) -> list[Path]
     load_ranking(run_dir) -> RankingModel
     retrieval_feature_hook(retrieval_model, train) / text_embedding_hook(encoder)  -> feature_hook
+    UserHistoryAffinity / build_history_affinity(split, text_cfg)  -> feature_hook (history.py)
+    combined_hook(*hooks) -> feature_hook
 """
 
 from tfrs_multiscene.ranking.evaluate import evaluate_ranking, format_ranking_table, plot_ranking  # noqa: F401
-from tfrs_multiscene.ranking.features import retrieval_feature_hook, text_embedding_hook  # noqa: F401
+from tfrs_multiscene.ranking.features import combined_hook, retrieval_feature_hook, text_embedding_hook  # noqa: F401
+from tfrs_multiscene.ranking.history import UserHistoryAffinity, build_history_affinity  # noqa: F401
 from tfrs_multiscene.ranking.model import RankingModel, build_ranking_model, ranking_loss  # noqa: F401
 from tfrs_multiscene.ranking.train import RankingResult, load_ranking, train_ranking  # noqa: F401
 
-__all__ = ["RankingModel", "RankingResult", "build_ranking_model", "evaluate_ranking", "format_ranking_table",
-           "load_ranking", "plot_ranking", "ranking_loss", "retrieval_feature_hook", "text_embedding_hook",
-           "train_ranking"]
+__all__ = ["RankingModel", "RankingResult", "UserHistoryAffinity", "build_history_affinity", "build_ranking_model",
+           "combined_hook", "evaluate_ranking", "format_ranking_table", "load_ranking", "plot_ranking", "ranking_loss",
+           "retrieval_feature_hook", "text_embedding_hook", "train_ranking"]

@@ -9,7 +9,8 @@ tensors, batch dimension first) are:
   title, description, profile         string [B]   (free text; hashed bag of words)
   timestamp                           int64  [B]   (optional; hour-of-day and weekday)
   <extra dense feature>               float  [B, d] (e.g. query_embedding,
-                                                     candidate_embedding, a frozen text
+                                                     candidate_embedding, history_affinity
+                                                     [B, 1] (history.py), a frozen text
                                                      embedding of the title)
 
 :class:`FeatureSpec` records which of these exist and their vocabularies (built from the
@@ -317,6 +318,25 @@ def retrieval_feature_hook(retrieval_model, train: schema.Tables):
         rows = np.array([row_of.get(i, -1) for i in frame[schema.ITEM_ID].astype(str)])
         cand = np.where((rows >= 0)[:, None], candidates[np.maximum(rows, 0)], 0.0).astype(np.float32)
         return {QUERY_EMBEDDING: queries[inverse], CANDIDATE_EMBEDDING: cand}
+
+    return hook
+
+
+def combined_hook(*hooks):
+    """One feature hook giving every given hook's features (None entries are skipped; None when
+    none is left). Two hooks giving the same feature name are an error."""
+    hooks = [h for h in hooks if h is not None]
+    if len(hooks) <= 1:
+        return hooks[0] if hooks else None
+
+    def hook(frame: pd.DataFrame) -> dict:
+        out = {}
+        for h in hooks:
+            for name, value in h(frame).items():
+                if name in out:
+                    raise ValueError(f"two feature hooks give {name!r}")
+                out[name] = value
+        return out
 
     return hook
 

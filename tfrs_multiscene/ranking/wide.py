@@ -7,11 +7,13 @@ For scenario s and head h, :class:`WideLogits` computes
                + sum_{item-side column k} (a_k[v_k, h] + d_k[v_k, s, h])
                + sum_{user-side column k} d_k[v_k, s, h]
                + sum_{numeric column k} g_k[s, h] * z_k
+               + sum_{scalar extra feature k} q_k[s, h] * x_k
 
 where ``v_k`` is the example's value of categorical column k (user_id, item_id, category,
 brand, age bucket, ...; one row per vocabulary value plus OOV), ``z_k`` the standardised
-numeric column (the encoder's transform, log scale where the spec says so), ``a`` shared
-tables, ``d`` per-scenario tables and ``c``, ``g`` per-scenario intercepts and slopes.
+numeric column (the encoder's transform, log scale where the spec says so), ``x_k`` a dense
+extra feature of width 1 (e.g. ``history_affinity``) as given, ``a`` shared tables, ``d``
+per-scenario tables and ``c``, ``g``, ``q`` per-scenario intercepts and slopes.
 Item-side values (the item id and item table columns) get a bias shared by every scenario
 plus a per-scenario deviation: an item's appeal carries across surfaces and is estimated from
 all of them, while a scenario can still weigh a category or a price its own way. User-side
@@ -70,6 +72,10 @@ class WideLogits(tf.keras.layers.Layer):
         self.intercept = self.add_weight("intercept", [self.num_scenarios, self.num_heads], initializer="zeros")
         self.slopes = self.add_weight("slopes", [len(spec.numeric), self.num_scenarios, self.num_heads],
                                       initializer="zeros")
+        self.scalar_extras = [name for name, dim in spec.extra.items() if int(dim) == 1]
+        if self.scalar_extras:  # only then (older saved models have no such weight)
+            self.extra_slopes = self.add_weight("extra_slopes", [len(self.scalar_extras), self.num_scenarios,
+                                                                 self.num_heads], initializer="zeros")
 
     def call(self, inputs: dict) -> tf.Tensor:
         shape = [-1, self.num_scenarios, self.num_heads]
@@ -82,6 +88,9 @@ class WideLogits(tf.keras.layers.Layer):
         if self.spec.numeric:
             z = tf.concat([numeric_feature(inputs[col], stats) for col, stats in self.spec.numeric.items()], axis=-1)
             out = out + tf.einsum("bk,ksh->bsh", z, self.slopes)
+        if self.scalar_extras:
+            x = tf.concat([tf.reshape(tf.cast(inputs[name], tf.float32), [-1, 1]) for name in self.scalar_extras], -1)
+            out = out + tf.einsum("bk,ksh->bsh", x, self.extra_slopes)
         return out
 
     @property
