@@ -104,12 +104,24 @@ def train_run(run_cfg: C.RunConfig, verbose: int = 1, log=print) -> dict:
 def _ranking_stage(run: RunDir, run_cfg: C.RunConfig, split, retrieval_model, summary: dict, report: Report,
                    verbose: int, log) -> None:
     """Train the ranking model on ``split`` (in memory) into ``run``; fills ``summary``."""
+    from tfrs_multiscene.ranking import history as H
     from tfrs_multiscene.ranking import retrieval_feature_hook, train_ranking
+    from tfrs_multiscene.ranking.features import combined_hook
     from tfrs_multiscene.retrieval.checkpoints import load_retrieval
 
     if retrieval_model is None and (run.retrieval_dir / "config.json").exists():
         retrieval_model = load_retrieval(run.path)
-    hook = retrieval_feature_hook(retrieval_model, split.train) if retrieval_model is not None else None
+    history = None
+    if run_cfg.ranking.history_affinity:
+        history = H.build_history_affinity(split, run_cfg.text, run_cfg.ranking.history_affinity_dims, log)
+    if history is None:
+        H.history_path(run.path).unlink(missing_ok=True)  # a stale one from an earlier training
+    else:
+        history.save(H.history_path(run.path))
+        log(f"ranking: user-history affinity from {history.log_size} logged interactions "
+            f"({history.dims} text dimensions)")
+    hook = combined_hook(retrieval_feature_hook(retrieval_model, split.train) if retrieval_model is not None else None,
+                         history)
     log(f"training ranking ({run_cfg.ranking.architecture})")
     started = time.time()
     result = train_ranking(split, run_cfg.ranking, run.path, feature_hook=hook,

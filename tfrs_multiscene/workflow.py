@@ -172,6 +172,7 @@ def export_run(export: C.ExportConfig, log=print) -> dict:
 
     from tfrs_multiscene.export.servables import export_from_models
     from tfrs_multiscene.ranking import load_ranking
+    from tfrs_multiscene.ranking.history import load_run_history
     from tfrs_multiscene.retrieval.checkpoints import load_retrieval
     from tfrs_multiscene.run import RunDir
     from tfrs_multiscene.serving.tf_serving_config import ServableSpec, write_serving_configs
@@ -201,7 +202,8 @@ def export_run(export: C.ExportConfig, log=print) -> dict:
     }
     log(f"exporting servables to {export.model_base} (index: {export.index})")
     paths = export_from_models(export.model_base, retrieval, ranking, train.items, train.users, export,
-                               sample_queries=queries, metadata=metadata, name_prefix=export.name_prefix)
+                               sample_queries=queries, metadata=metadata, name_prefix=export.name_prefix,
+                               history=load_run_history(run.path))
     specs = [ServableSpec(name=name, base_path=f"/models/{name}", labels={"stable": int(Path(p).name)})
              for name, p in paths.items()]
     config_paths = write_serving_configs(Path(export.model_base) / "serving_config", specs)

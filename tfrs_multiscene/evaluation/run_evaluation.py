@@ -132,12 +132,14 @@ def evaluate_run(ecfg: C.EvaluateConfig, log=print) -> dict:
 
 def evaluate_ranking_run(run: RunDir, run_cfg: C.RunConfig, split, log=print) -> dict:
     """Ranking metrics of the run's architecture beside pooled, separate and oracle."""
-    from tfrs_multiscene.ranking import evaluate_ranking, format_ranking_table, retrieval_feature_hook
+    from tfrs_multiscene.ranking import evaluate_ranking, format_ranking_table, history, retrieval_feature_hook
+    from tfrs_multiscene.ranking.features import combined_hook
     from tfrs_multiscene.retrieval.checkpoints import load_retrieval
 
     hook = None
     if (run.retrieval_dir / "config.json").exists():
         hook = retrieval_feature_hook(load_retrieval(run.path), split.train)
+    hook = combined_hook(hook, history.load_run_history(run.path))
     log("ranking: evaluating the model beside pooled and separate baselines (trained now) and the oracle")
     ranking = evaluate_ranking(split, run_cfg.ranking, run.path, feature_hook=hook, seed=run_cfg.train.seed)
     log(format_ranking_table(ranking))

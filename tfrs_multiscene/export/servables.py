@@ -407,13 +407,18 @@ class PointwiseRanker(tf.Module):
     Item-side inputs come from ``item_columns`` (aligned with ``item_ids``: categorical,
     numeric, title, and extras such as ``candidate_embedding``), user-side inputs from
     ``user_columns`` (aligned with ``user_ids``) when given, else from the request;
-    ``query_embedding`` (when the model reads it) from ``query_model(request)``.
+    ``query_embedding`` (when the model reads it) from ``query_model(request)``;
+    ``history_affinity`` (when the model reads it) as the dot product of the user's history
+    vector and the item's text vector from ``history`` (a ``ranking.history.UserHistoryAffinity``;
+    0 for a user or item it does not know).
     """
 
     def __init__(self, model, input_signature: Mapping[str, tf.TensorSpec], tasks, item_ids, item_columns: Mapping,
                  user_ids=None, user_columns: Mapping | None = None, query_model=None, query_spec: Mapping | None = None,
-                 item_feature: str = "item_ids", id_input: str = "item_id", user_key: str = "user_id"):
+                 item_feature: str = "item_ids", id_input: str = "item_id", user_key: str = "user_id", history=None):
         super().__init__()
+        from tfrs_multiscene.ranking.history import HISTORY_AFFINITY
+
         self.model, self.tasks, self.item_feature, self.id_input, self.user_key = model, list(tasks), item_feature, id_input, user_key
         signature = dict(input_signature)
         self.items = ColumnLookup(item_ids, {k: v for k, v in item_columns.items() if k in signature}, name="items")
@@ -425,8 +430,15 @@ class PointwiseRanker(tf.Module):
             if query_model is None:
                 raise ValueError("the ranking model reads query_embedding: pass the retrieval query_model")
             from_tables.add("query_embedding")
+        self.history_users = self.history_items = None
+        if HISTORY_AFFINITY in signature:
+            if history is None:
+                raise ValueError(f"the ranking model reads {HISTORY_AFFINITY}: pass its UserHistoryAffinity")
+            self.history_users = ColumnLookup(history.user_ids, {"vector": history.user_vectors()}, name="history_users")
+            self.history_items = ColumnLookup(history.item_ids, {"vector": history.item_vectors}, name="history_items")
+            from_tables.add(HISTORY_AFFINITY)
         request = {k: s for k, s in signature.items() if k not in from_tables}
-        if self.users is not None:
+        if self.users is not None or self.history_users is not None:
             request.setdefault(user_key, tf.TensorSpec([None], tf.string))
         if self.query_model is not None:
             request.update(query_spec or {})
@@ -435,6 +447,8 @@ class PointwiseRanker(tf.Module):
         self.signature_names = list(signature)
 
     def __call__(self, features) -> dict:
+        from tfrs_multiscene.ranking.history import HISTORY_AFFINITY
+
         item_ids = features[self.item_feature]
         n = tf.shape(item_ids)[1]
         flat_ids = tf.reshape(item_ids, [-1])
@@ -444,6 +458,11 @@ class PointwiseRanker(tf.Module):
             user_side.update(self.users.lookup(features[self.user_key]))
         if self.query_model is not None:
             user_side["query_embedding"] = self.query_model(features)
+        if self.history_users is not None:
+            user_vector = tf.repeat(self.history_users.lookup(features[self.user_key])["vector"], n, axis=0)
+            item_vector = self.history_items.lookup(flat_ids)["vector"]
+            affinity = tf.reduce_sum(user_vector * item_vector, axis=-1, keepdims=True)
+            inputs[HISTORY_AFFINITY] = tf.where(tf.math.is_finite(affinity), affinity, 0.0)  # unknown: NaN rows
         for key in self.signature_names:
             if key not in inputs:
                 inputs[key] = tf.repeat(user_side[key], n, axis=0)
@@ -453,7 +472,7 @@ class PointwiseRanker(tf.Module):
 
 
 def export_from_models(model_base, retrieval_model, ranking_model, items, users, cfg, *, sample_queries=None,
-                       metadata: dict | None = None, name_prefix: str = "") -> dict:
+                       metadata: dict | None = None, name_prefix: str = "", history=None) -> dict:
     """Export this project's trained models: ``retrieval``, ``ranking``, ``recommender`` (and
     ``<name>_stock`` variants with a stock-op index when ``cfg.index == "scann"`` and
     ``cfg.stock_index != "none"``). Returns ``{servable name: version path}``.
@@ -461,7 +480,9 @@ def export_from_models(model_base, retrieval_model, ranking_model, items, users,
     ``retrieval_model``: ``retrieval.RetrievalModel``; ``ranking_model``: ``ranking.RankingModel``;
     ``items`` / ``users``: the item and user tables (DataFrames; ``users`` may be None);
     ``cfg``: :class:`~tfrs_multiscene.config.ExportConfig`; ``sample_queries``: query-tower
-    embeddings of real requests for index tuning (default: a sample of item embeddings).
+    embeddings of real requests for index tuning (default: a sample of item embeddings);
+    ``history``: the ``UserHistoryAffinity`` the ranking model was trained with (when it reads
+    ``history_affinity``: its user and item tables go into the ranking servables).
     """
     from tfrs_multiscene.export import scann_tuning
     from tfrs_multiscene.export.index import build_index
@@ -497,7 +518,7 @@ def export_from_models(model_base, retrieval_model, ranking_model, items, users,
     ranker = PointwiseRanker(ranking_model, ranking_model.spec.input_signature(), ranking_model.tasks, item_ids, item_columns,
                              users["user_id"].astype(str).to_numpy() if users is not None else None,
                              {c: users[c].to_numpy() for c in users.columns if c != "user_id"} if users is not None else None,
-                             query_model=feature_query, query_spec=query_spec)
+                             query_model=feature_query, query_spec=query_spec, history=history)
     text_ids, text = (spec.item_table_ids, spec.item_text) if spec.item_text is not None else (item_ids, candidates)
     tasks = [t for t in ranking_model.tasks if t != "rating"] or list(ranking_model.tasks)
     rec_spec = {**query_spec, **{k: v for k, v in ranker.request_spec.items() if k != ranker.item_feature}}
