@@ -116,6 +116,9 @@ def test_demo_quick_end_to_end(quick_demo):
     assert (out / "models" / "serving_config" / "models.config").exists()
     report = (out / "run" / "report" / "report.md").read_text()
     assert "Retrieval evaluation" in report and ".png" in report
+    summary = json.loads((out / "run" / "train_summary.json").read_text())
+    assert summary["ranking"]["history_affinity"]["log_size"] > 0, "the ranking reads the user-history affinity"
+    assert "user-history affinity from" in report
     assert "REST and gRPC agree: True" in proc.stdout
     assert "share of the pooled-oracle gap the model closes on" in proc.stdout  # with its interval
 

@@ -114,19 +114,22 @@ def _ranking_stage(run: RunDir, run_cfg: C.RunConfig, split, retrieval_model, su
     history = None
     if run_cfg.ranking.history_affinity:
         history = H.build_history_affinity(split, run_cfg.text, run_cfg.ranking.history_affinity_dims, log)
+    history_line = ", no user-history affinity"
     if history is None:
         H.history_path(run.path).unlink(missing_ok=True)  # a stale one from an earlier training
     else:
         history.save(H.history_path(run.path))
-        log(f"ranking: user-history affinity from {history.log_size} logged interactions "
-            f"({history.dims} text dimensions)")
+        history_line = (f", user-history affinity from {history.log_size} logged interactions "
+                        f"({history.dims} text dimensions)")
+        log("ranking: " + history_line[2:])
     hook = combined_hook(retrieval_feature_hook(retrieval_model, split.train) if retrieval_model is not None else None,
                          history)
     log(f"training ranking ({run_cfg.ranking.architecture})")
     started = time.time()
     result = train_ranking(split, run_cfg.ranking, run.path, feature_hook=hook,
                            seed=run_cfg.train.seed, verbose=2 if verbose else 0)
-    summary["ranking"] = {"seconds": round(time.time() - started, 1), **json_safe(result.info)}
+    summary["ranking"] = {"seconds": round(time.time() - started, 1), **json_safe(result.info),
+                          "history_affinity": {"log_size": history.log_size, "dims": history.dims} if history else None}
     figure = plot_history(_numeric(result.history), report.figure_path("ranking_training.png"), "ranking")
     wide = result.info.get("wide")
     wide_line = ""
@@ -136,7 +139,7 @@ def _ranking_stage(run: RunDir, run_cfg: C.RunConfig, split, retrieval_model, su
                      f"(loss {losses[wide['best_epoch'] - 1]:.4f})")
     report.add("Ranking training", _history_table(result.history) + "\n\n" +
                f"architecture: {run_cfg.ranking.architecture}, seconds: {summary['ranking']['seconds']}"
-               + wide_line, [figure, *([wide["curves"]] if wide and wide.get("curves") else [])], order=30)
+               + wide_line + history_line, [figure, *([wide["curves"]] if wide and wide.get("curves") else [])], order=30)
 
 
 def examples_split(run: RunDir, run_cfg: C.RunConfig, log=print):
