@@ -163,3 +163,20 @@ def test_shipped_config_presets_load_into_typed_sections():
         for section, fields in data.items():
             for name, value in fields.items():
                 assert getattr(configs[section], name) == value, f"{preset.name}: {section}.{name}"
+
+
+@pytest.mark.slow
+def test_export_names_a_missing_history_file(quick_demo, tmp_path):
+    """A run whose ranking reads the user-history affinity cannot be exported without the
+    saved feature: the error names the file and the command that rebuilds it."""
+    import shutil
+
+    from tfrs_multiscene.workflow import UserError, export_run
+
+    out, _ = quick_demo
+    run = tmp_path / "run"
+    shutil.copytree(out / "run", run)
+    (run / "ranking" / "history.npz").unlink()
+    with pytest.raises(UserError, match=r"history\.npz is missing.*--stages ranking"):
+        export_run(C.ExportConfig(run_dir=str(run), model_base=str(tmp_path / "models")), log=lambda *_: None)
+    assert not (tmp_path / "models").exists()

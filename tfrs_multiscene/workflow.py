@@ -172,7 +172,7 @@ def export_run(export: C.ExportConfig, log=print) -> dict:
 
     from tfrs_multiscene.export.servables import export_from_models
     from tfrs_multiscene.ranking import load_ranking
-    from tfrs_multiscene.ranking.history import load_run_history
+    from tfrs_multiscene.ranking.history import HISTORY_AFFINITY, history_path, load_run_history
     from tfrs_multiscene.retrieval.checkpoints import load_retrieval
     from tfrs_multiscene.run import RunDir
     from tfrs_multiscene.serving.tf_serving_config import ServableSpec, write_serving_configs
@@ -187,6 +187,11 @@ def export_run(export: C.ExportConfig, log=print) -> dict:
     split = run.load_split()
     retrieval = load_retrieval(run.path)
     ranking = load_ranking(run.path)
+    history = load_run_history(run.path)
+    if HISTORY_AFFINITY in ranking.spec.extra and history is None:
+        raise UserError(f"--run {export.run_dir}: the ranking model reads {HISTORY_AFFINITY} but "
+                        f"{history_path(run.path)} is missing; train the ranking again "
+                        f"(`tfrs-multiscene train --run {export.run_dir} --stages ranking`)")
     train = split.train
     rng = np.random.default_rng(0)
     users = train.interactions["user_id"].astype(str).unique()
@@ -203,7 +208,7 @@ def export_run(export: C.ExportConfig, log=print) -> dict:
     log(f"exporting servables to {export.model_base} (index: {export.index})")
     paths = export_from_models(export.model_base, retrieval, ranking, train.items, train.users, export,
                                sample_queries=queries, metadata=metadata, name_prefix=export.name_prefix,
-                               history=load_run_history(run.path))
+                               history=history)
     specs = [ServableSpec(name=name, base_path=f"/models/{name}", labels={"stable": int(Path(p).name)})
              for name, p in paths.items()]
     config_paths = write_serving_configs(Path(export.model_base) / "serving_config", specs)
