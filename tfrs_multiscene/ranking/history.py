@@ -154,10 +154,10 @@ class UserHistoryAffinity:
             self._pairs = np.unique(self._log_users.astype(np.int64) * len(self.item_ids) + self._log_items,
                                     return_counts=True)
         logged, counts = self._pairs
+        if len(logged) == 0:
+            return np.zeros(len(u))
         keys = u.astype(np.int64) * len(self.item_ids) + np.maximum(rows, 0)
         at = np.minimum(np.searchsorted(logged, keys), len(logged) - 1)
-        if len(logged) == 0:
-            return np.zeros(len(keys))
         return np.where((logged[at] == keys) & (rows >= 0), counts[at], 0).astype(np.float64)
 
     def user_vectors(self) -> np.ndarray:
