@@ -35,6 +35,11 @@ def test_unknown_users_and_items_get_zero():
     np.testing.assert_allclose(got, [0.0, 0.0, 1.0])
 
 
+def test_an_empty_log_gives_zero():
+    np.testing.assert_array_equal(feature([], [], [], ["a"], ["x"], [1]), [0.0])
+    np.testing.assert_array_equal(feature([], [], None, ["a"], ["x"]), [0.0])
+
+
 def test_without_timestamps_the_item_itself_is_left_out():
     # a saw x twice and y once: for x the history is {y}; for z (never seen) it is {x, x, y}
     got = feature(["a", "a", "a"], ["x", "x", "y"], None, ["a", "a"], ["x", "z"])

@@ -123,6 +123,8 @@ class UserHistoryAffinity:
         return np.sum(_unit(history) * item, axis=1)
 
     def _histories(self, users, items, times) -> np.ndarray:
+        if not len(self.user_ids):  # an empty log: nobody has a history
+            return np.zeros((len(users), self.dims))
         u = self._user_index.get_indexer(users)
         known = u >= 0
         u = np.maximum(u, 0)
