@@ -114,14 +114,14 @@ def _ranking_stage(run: RunDir, run_cfg: C.RunConfig, split, retrieval_model, su
     history = None
     if run_cfg.ranking.history_affinity:
         history = H.build_history_affinity(split, run_cfg.text, run_cfg.ranking.history_affinity_dims, log)
-    history_line = ", no user-history affinity"
     if history is None:
         H.history_path(run.path).unlink(missing_ok=True)  # a stale one from an earlier training
+        history_text = "no user-history affinity"
     else:
         history.save(H.history_path(run.path))
-        history_line = (f", user-history affinity from {history.log_size} logged interactions "
+        history_text = (f"user-history affinity from {history.log_size} logged interactions "
                         f"({history.dims} text dimensions)")
-        log("ranking: " + history_line[2:])
+        log("ranking: " + history_text)
     hook = combined_hook(retrieval_feature_hook(retrieval_model, split.train) if retrieval_model is not None else None,
                          history)
     log(f"training ranking ({run_cfg.ranking.architecture})")
@@ -139,7 +139,7 @@ def _ranking_stage(run: RunDir, run_cfg: C.RunConfig, split, retrieval_model, su
                      f"(loss {losses[wide['best_epoch'] - 1]:.4f})")
     report.add("Ranking training", _history_table(result.history) + "\n\n" +
                f"architecture: {run_cfg.ranking.architecture}, seconds: {summary['ranking']['seconds']}"
-               + wide_line + history_line, [figure, *([wide["curves"]] if wide and wide.get("curves") else [])], order=30)
+               + wide_line + ", " + history_text, [figure, *([wide["curves"]] if wide and wide.get("curves") else [])], order=30)
 
 
 def examples_split(run: RunDir, run_cfg: C.RunConfig, log=print):

@@ -430,15 +430,15 @@ class PointwiseRanker(tf.Module):
             if query_model is None:
                 raise ValueError("the ranking model reads query_embedding: pass the retrieval query_model")
             from_tables.add("query_embedding")
-        self.history_users = self.history_items = None
-        if HISTORY_AFFINITY in signature:
+        self.history_input = HISTORY_AFFINITY if HISTORY_AFFINITY in signature else None
+        if self.history_input:
             if history is None:
                 raise ValueError(f"the ranking model reads {HISTORY_AFFINITY}: pass its UserHistoryAffinity")
             self.history_users = ColumnLookup(history.user_ids, {"vector": history.user_vectors()}, name="history_users")
             self.history_items = ColumnLookup(history.item_ids, {"vector": history.item_vectors}, name="history_items")
             from_tables.add(HISTORY_AFFINITY)
         request = {k: s for k, s in signature.items() if k not in from_tables}
-        if self.users is not None or self.history_users is not None:
+        if self.users is not None or self.history_input:
             request.setdefault(user_key, tf.TensorSpec([None], tf.string))
         if self.query_model is not None:
             request.update(query_spec or {})
@@ -447,8 +447,6 @@ class PointwiseRanker(tf.Module):
         self.signature_names = list(signature)
 
     def __call__(self, features) -> dict:
-        from tfrs_multiscene.ranking.history import HISTORY_AFFINITY
-
         item_ids = features[self.item_feature]
         n = tf.shape(item_ids)[1]
         flat_ids = tf.reshape(item_ids, [-1])
@@ -458,11 +456,11 @@ class PointwiseRanker(tf.Module):
             user_side.update(self.users.lookup(features[self.user_key]))
         if self.query_model is not None:
             user_side["query_embedding"] = self.query_model(features)
-        if self.history_users is not None:
+        if self.history_input:
             user_vector = tf.repeat(self.history_users.lookup(features[self.user_key])["vector"], n, axis=0)
             item_vector = self.history_items.lookup(flat_ids)["vector"]
             affinity = tf.reduce_sum(user_vector * item_vector, axis=-1, keepdims=True)
-            inputs[HISTORY_AFFINITY] = tf.where(tf.math.is_finite(affinity), affinity, 0.0)  # unknown: NaN rows
+            inputs[self.history_input] = tf.where(tf.math.is_finite(affinity), affinity, 0.0)  # unknown: NaN rows
         for key in self.signature_names:
             if key not in inputs:
                 inputs[key] = tf.repeat(user_side[key], n, axis=0)

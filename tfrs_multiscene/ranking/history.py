@@ -48,6 +48,11 @@ def principal_projection(embeddings: np.ndarray, dims: int) -> np.ndarray:
     return _unit(x @ basis)
 
 
+def _int_times(values) -> np.ndarray:
+    """Timestamps as int64 (unparseable or missing: 0, as the ranking model's inputs read them)."""
+    return pd.to_numeric(pd.Series(values), errors="coerce").fillna(0).to_numpy(np.int64)
+
+
 def _unit(x: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(x, axis=-1, keepdims=True)
     return np.where(norm > 1e-12, x / np.maximum(norm, 1e-12), 0.0)
@@ -92,9 +97,7 @@ class UserHistoryAffinity:
     def from_embeddings(cls, item_ids, embeddings, log: pd.DataFrame, dims: int = 32) -> "UserHistoryAffinity":
         """Projects ``embeddings`` [I, D] (:func:`principal_projection`) and indexes ``log``
         (a frame with user_id, item_id and, if present, timestamp)."""
-        times = log[schema.TIMESTAMP].to_numpy() if schema.TIMESTAMP in log.columns else None
-        if times is not None:
-            times = pd.to_numeric(pd.Series(times), errors="coerce").fillna(0).to_numpy(np.int64)
+        times = _int_times(log[schema.TIMESTAMP]) if schema.TIMESTAMP in log.columns else None
         return cls(item_ids, principal_projection(embeddings, dims), log[schema.USER_ID].to_numpy(),
                    log[schema.ITEM_ID].to_numpy(), times)
 
@@ -111,7 +114,7 @@ class UserHistoryAffinity:
         if self.has_times:
             if schema.TIMESTAMP not in frame.columns:
                 raise KeyError(f"the history log has timestamps; the frame needs a {schema.TIMESTAMP!r} column")
-            times = pd.to_numeric(frame[schema.TIMESTAMP], errors="coerce").fillna(0).to_numpy(np.int64)
+            times = _int_times(frame[schema.TIMESTAMP])
         values = self.affinity(frame[schema.USER_ID].to_numpy(), frame[schema.ITEM_ID].to_numpy(), times)
         return {HISTORY_AFFINITY: values.astype(np.float32)[:, None]}
 
@@ -128,18 +131,19 @@ class UserHistoryAffinity:
         u = self._user_index.get_indexer(users)
         known = u >= 0
         u = np.maximum(u, 0)
-        start, end = self._starts[u], self._starts[u + 1]
         if self.has_times:
             if times is None:
                 raise ValueError("the history log has timestamps: pass the examples' times")
-            end = self._positions_before(u, start, end, np.asarray(times, np.int64))
-        history = self._cumulative[end] - self._cumulative[start]
+            end = self._positions_before(u, np.asarray(times, np.int64))
+        else:
+            end = self._starts[u + 1]
+        history = self._cumulative[end] - self._cumulative[self._starts[u]]
         if not self.has_times:  # leave the item itself out
             rows = self._item_index.get_indexer(items)
             history -= self._pair_counts(u, rows)[:, None] * self.item_vectors[np.maximum(rows, 0)]
         return np.where(known[:, None], history, 0.0)
 
-    def _positions_before(self, u, start, end, times) -> np.ndarray:
+    def _positions_before(self, u, times) -> np.ndarray:
         """Per query, the log position after the user's last interaction strictly before ``times``."""
         order = np.argsort(u, kind="stable")
         out = np.empty(len(u), np.int64)
@@ -148,7 +152,7 @@ class UserHistoryAffinity:
             queries = order[bounds[user]:bounds[user + 1]]
             s, e = self._starts[user], self._starts[user + 1]
             out[queries] = s + np.searchsorted(self._log_times[s:e], times[queries], "left")
-        return np.clip(out, start, end)
+        return out
 
     def _pair_counts(self, u, rows) -> np.ndarray:
         """How often each (user row, item row) pair is in the log (0 for unknown items)."""
