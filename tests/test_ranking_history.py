@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tfrs_multiscene.ranking.history import (HISTORY_AFFINITY, UserHistoryAffinity, interaction_log,
-                                             principal_projection)
+from tfrs_multiscene.ranking.history import (HISTORY_AFFINITY, UserHistoryAffinity, exposure_projection,
+                                             interaction_log, principal_projection)
 
 # three items on orthogonal-ish unit vectors: x and y at 60 degrees, z orthogonal to both
 E = np.array([[1.0, 0.0, 0.0], [0.5, np.sqrt(3) / 2, 0.0], [0.0, 0.0, 1.0]])
@@ -57,10 +57,12 @@ def test_no_label_and_no_later_interaction_changes_the_feature():
     flipped = UserHistoryAffinity.from_embeddings(ITEMS, E, log.assign(click=1 - log["click"]), dims=3)
     frame = log.iloc[:50]
     np.testing.assert_array_equal(h(frame)[HISTORY_AFFINITY], flipped(frame)[HISTORY_AFFINITY])
+    # a user's later impressions never enter an earlier feature (the projection is fitted once
+    # per run, on the whole log, and held fixed)
     early = frame[frame["timestamp"] < 500]
     later = pd.concat([log, log.assign(timestamp=log["timestamp"] + 500)], ignore_index=True)
-    with_later = UserHistoryAffinity.from_embeddings(ITEMS, E, later, dims=3)
-    np.testing.assert_allclose(with_later(early)[HISTORY_AFFINITY], h(early)[HISTORY_AFFINITY], atol=1e-12)
+    with_later = UserHistoryAffinity(ITEMS, h.item_vectors, later["user_id"], later["item_id"], later["timestamp"])
+    np.testing.assert_allclose(with_later(early)[HISTORY_AFFINITY], h(early)[HISTORY_AFFINITY], atol=1e-6)
     assert h(frame)[HISTORY_AFFINITY].shape == (50, 1) and h(frame)[HISTORY_AFFINITY].dtype == np.float32
 
 
@@ -72,6 +74,47 @@ def test_principal_projection_centres_and_normalises():
     np.testing.assert_allclose(np.linalg.norm(p, axis=1), 1.0, atol=1e-9)
     np.testing.assert_allclose(principal_projection(x + 7.0, 4), p, atol=1e-9)  # a shared offset carries nothing
     assert principal_projection(x[:3], 32).shape == (3, 3)
+
+
+def test_the_exposure_projection_keeps_the_directions_users_interests_follow_not_the_loudest():
+    """Items of 3 topics whose text vectors carry the topic faintly (norm 1) and item-specific
+    noise loudly (std 3 in 7 other directions); each user is shown mostly items of one topic.
+    The principal directions are the noise; the exposure projection finds the topics, so its
+    feature tells a user's topic's items from the others and the principal one barely does."""
+    rng = np.random.default_rng(3)
+    n_items, n_users = 120, 60
+    topic = np.arange(n_items) % 3
+    embeddings = np.hstack([np.eye(3)[topic], rng.normal(0.0, 3.0, size=(n_items, 7))])
+    favourite = rng.integers(3, size=n_users)
+    rows = []
+    for u in range(n_users):
+        own = np.flatnonzero(topic == favourite[u])
+        shown = np.where(rng.random(30) < 0.8, rng.choice(own, 30), rng.integers(n_items, size=30))
+        rows += [(f"u{u}", f"i{i}") for i in shown]
+    log = pd.DataFrame(rows, columns=["user_id", "item_id"])
+    items = [f"i{i}" for i in range(n_items)]
+    probe_users = np.repeat(np.arange(n_users), n_items)
+    probe = pd.DataFrame({"user_id": [f"u{u}" for u in probe_users], "item_id": items * n_users})
+    truth = (favourite[probe_users] == np.tile(topic, n_users)).astype(float)
+
+    def separation(vectors):
+        f = UserHistoryAffinity(items, vectors, log["user_id"], log["item_id"]).affinity(probe["user_id"], probe["item_id"])
+        return np.corrcoef(f, truth)[0, 1]
+
+    exposure = exposure_projection(embeddings, log["user_id"], pd.Index(items).get_indexer(log["item_id"]), dims=2)
+    assert exposure.shape == (n_items, 2)
+    np.testing.assert_allclose(np.linalg.norm(exposure, axis=1), 1.0, atol=1e-9)
+    assert separation(exposure) > 0.8
+    assert separation(exposure) > separation(principal_projection(embeddings, 2)) + 0.3
+    # the feature's own constructor uses it
+    built = UserHistoryAffinity.from_embeddings(items, embeddings, log, dims=2)
+    np.testing.assert_allclose(built.item_vectors, exposure, atol=1e-6)
+
+
+def test_without_a_usable_log_the_projection_falls_back_to_principal_directions():
+    x = np.random.default_rng(4).normal(size=(5, 6))
+    np.testing.assert_allclose(exposure_projection(x, ["a", "b"], [0, 1], dims=2), principal_projection(x, 2))
+    np.testing.assert_allclose(exposure_projection(x, [], [], dims=2), principal_projection(x, 2))
 
 
 def test_user_vectors_are_the_whole_log_and_saving_keeps_the_feature(tmp_path):

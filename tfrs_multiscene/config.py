@@ -156,7 +156,7 @@ class RankingConfig:
     dropout: float = option(0.3, "--ranking-dropout", "Dropout after each hidden layer.")
     log_numeric: bool = option(True, "--log-numeric", "Standardise strictly positive, right-skewed numeric features (e.g. price) on the log scale (the wide part's per-scenario slopes are then slopes in log price).")
     history_affinity: bool = option(True, "--history-affinity", "Add the user-history affinity feature: cosine between the item's text embedding and the mean text embedding of what the user was shown before (needs a pretrained --text-encoder; ranking/history.py).")
-    history_affinity_dims: int = option(32, "--history-affinity-dims", "With --history-affinity: principal components of the item text embeddings kept (also the width of the servable's user and item tables).")
+    history_affinity_dims: int = option(16, "--history-affinity-dims", "With --history-affinity: text directions kept by the exposure projection, the ones along which a user's impressions agree most (also the width of the servable's user and item tables).")
     dot_interactions: bool = option(True, "--dot-interactions", "Add the pairwise dot products of the embedding fields (DLRM-style) to the bottom's input.")
     scenario_weight_power: float = option(0.5, "--scenario-weight-power", "With --balance-scenarios, example weight ~ n_scenario^-power (1: equal total weight per scenario, 0.5: square-root tempered).")
     negative_source: str = option("catalogue", "--ranking-negatives", "Where negatives come from for positive-only logs.", choices=("catalogue", "retrieval"))
