@@ -121,6 +121,11 @@ class World:
     Arrays are indexed by the row of ``tables.users`` / ``tables.items``:
     ``theta`` [n_users, n_topics] user interests, ``phi`` [n_items, n_topics] item topic
     mixtures, ``primary_topic`` [n_items], ``topic_names`` and ``topic_words`` per topic.
+    The parts of the click logit (module docstring), for analyses that fit its form:
+    ``impressions`` [n_interactions, 3] each interaction's (user row, item row, scenario
+    index into ``SCENARIOS``), ``affinity`` [n_interactions] its ``z_s(u, i)``,
+    ``user_bias`` [n_users], ``item_quality``, ``item_category``, ``item_brand``,
+    ``item_price_z`` [n_items].
     """
 
     tables: Tables
@@ -129,6 +134,13 @@ class World:
     primary_topic: np.ndarray
     topic_names: list
     topic_words: list
+    impressions: np.ndarray = None
+    affinity: np.ndarray = None
+    user_bias: np.ndarray = None
+    item_quality: np.ndarray = None
+    item_category: np.ndarray = None
+    item_brand: np.ndarray = None
+    item_price_z: np.ndarray = None
 
 
 def generate(cfg: GenerateConfig) -> Tables:
@@ -147,6 +159,7 @@ def simulate(cfg: GenerateConfig) -> World:
     items, item = _make_items(rng, cfg, topics, topic_category, categories)
     effects = _scenario_effects(rng, cfg.topics, len(categories), item["n_brands"])
     inter = _sample_impressions(rng, cfg, theta, item, effects)
+    affinity = inter["affinity"] = inter["affinity"].pairs(inter["user"], inter["item"], inter["scenario"])
     _draw_labels(rng, inter, theta, item, user_bias, effects)
 
     interactions = pd.DataFrame({
@@ -161,8 +174,10 @@ def simulate(cfg: GenerateConfig) -> World:
     })
     tables = Tables(interactions, items, users, tasks=("click", "conversion"),
                     name=f"synthetic(seed={cfg.seed})")
-    return World(tables, theta, item["phi"], item["primary"], [t[0] for t in topics],
-                 [t[2] for t in topics])
+    return World(tables, theta, item["phi"], item["primary"], [t[0] for t in topics], [t[2] for t in topics],
+                 impressions=np.stack([inter["user"], inter["item"], inter["scenario"]], axis=1), affinity=affinity,
+                 user_bias=user_bias, item_quality=item["quality"], item_category=item["category"],
+                 item_brand=item["brand"], item_price_z=item["price_z"])
 
 
 def oracle_auc(tables: Tables) -> dict:
@@ -397,9 +412,10 @@ def _sigmoid(x):
 
 
 def _draw_labels(rng, inter: dict, theta, item: dict, user_bias, effects: dict) -> None:
-    """Add p_click, p_conversion (unconditional), click and conversion arrays to ``inter``."""
+    """Add p_click, p_conversion (unconditional), click and conversion arrays to ``inter``
+    (whose ``affinity`` is each interaction's z_s(u, i))."""
     u, i, s = inter["user"], inter["item"], inter["scenario"]
-    z = inter.pop("affinity").pairs(u, i, s)
+    z = inter.pop("affinity")
     cat = item["category"][i]
     a = np.array([sp.affinity_weight for sp in SCENARIOS])[s]
     price = np.array([sp.price_effect for sp in SCENARIOS])[s]
