@@ -15,7 +15,7 @@ from tfrs_multiscene.ranking import load_ranking, train_ranking
 from tfrs_multiscene.ranking.evaluate import predict
 from tfrs_multiscene.ranking.features import FeatureSpec, build_feature_spec
 from tfrs_multiscene.ranking.model import RankingModel
-from tfrs_multiscene.ranking.wide import WideLogits, fit_wide
+from tfrs_multiscene.ranking.wide import PRIOR_ROUNDS, WideLogits, fit_wide
 from tfrs_multiscene.ranking.train import prepare
 
 
@@ -194,3 +194,40 @@ def test_a_scalar_extra_feature_gets_a_slope_per_scenario():
     fit_wide(model, tr, va, config, seed=0)
     slope_a, slope_b = model.wide.extra_slopes.numpy()[0, :, 0]
     assert slope_a > 0.7 and slope_b < -0.7, (slope_a, slope_b)  # planted: +-1.5 (shrunk by the L2 and the id terms)
+
+
+def test_empirical_bayes_shrinks_each_table_column_by_its_own_evidence():
+    """Empirical Bayes learns a wide prior for the table columns that carry planted effects
+    (category by scenario +-1, users +-0.75 in "b") and a narrow one for those that carry
+    nothing (no shared category effect: it is opposite in the two scenarios; no user effect in
+    "a"); its final fit predicts the held-out rows better than the best epoch of one strength."""
+    split, _ = planted_split()
+    spec = build_feature_spec(split.train, ["click"])
+    fits = {}
+    for prior in ("fixed", "empirical_bayes"):
+        tf.keras.utils.set_random_seed(0)
+        config = cfg(wide=True, wide_epochs=30, wide_prior=prior, tower_units=[4])
+        model = RankingModel(spec, config)
+        tr, va = prepare(split.train, spec, config), prepare(split.valid, spec, config)
+        model({k: v[:2] for k, v in tr.inputs.items()})
+        fits[prior] = fit_wide(model, tr, va, config, seed=0)
+    start = 1 / np.sqrt(2 * config.wide_l2)
+    assert len(fits["fixed"]["rounds"]) == 1 and len(fits["empirical_bayes"]["rounds"]) == 2 + PRIOR_ROUNDS
+    assert all(abs(s - start) < 1e-3 for stds in fits["fixed"]["prior_std"].values() for s in stds)
+    learnt = fits["empirical_bayes"]["prior_std"]
+    assert learnt["category"][0] < 0.1 and min(learnt["category_by_scenario"]) > 0.5
+    users_a, users_b = learnt["user_id_by_scenario"]  # scenario a has no user effect, b has +-0.75
+    assert users_b > 0.4 and users_a < users_b / 2, learnt
+    # measured: 0.5291 (its last polish) vs 0.5316 (one strength's best epoch)
+    assert fits["empirical_bayes"]["val_loss"][-1] < min(fits["fixed"]["val_loss"]) - 0.001
+
+
+def test_an_unknown_wide_prior_is_refused():
+    split, _ = planted_split(n=600)
+    config = cfg(wide=True, wide_prior="bayes")
+    spec = build_feature_spec(split.train, ["click"])
+    model = RankingModel(spec, config)
+    tr = prepare(split.train, spec, config)
+    model({k: v[:2] for k, v in tr.inputs.items()})
+    with pytest.raises(ValueError, match="wide_prior must be 'fixed' or 'empirical_bayes'"):
+        fit_wide(model, tr, None, config)

@@ -39,6 +39,12 @@ def has_esmm_pair(tasks) -> bool:
     return "click" in tasks and "conversion" in tasks
 
 
+def loss_output_key(task: str, tasks, conversion_mode: str) -> str:
+    """The model output a task's loss compares its label with (``conversion_given_click`` for
+    conversion trained on clicks only, else the task's own output)."""
+    return CVR if (task == "conversion" and conversion_mode == "clicks_only" and has_esmm_pair(tasks)) else task
+
+
 def ranking_loss(targets: dict, outputs: dict, tasks, task_weights=None, conversion_mode="esmm"):
     """Total loss and ``{task: loss}`` (see the module docstring).
 
@@ -60,8 +66,7 @@ def ranking_loss(targets: dict, outputs: dict, tasks, task_weights=None, convers
         if task == RATING_TASK:
             loss = tf.square(outputs[task] - y)
         else:
-            key = CVR if (task == "conversion" and conversion_mode == "clicks_only" and has_esmm_pair(tasks)) else task
-            p = tf.clip_by_value(outputs[key], EPS, 1.0 - EPS)
+            p = tf.clip_by_value(outputs[loss_output_key(task, tasks, conversion_mode)], EPS, 1.0 - EPS)
             loss = -(y * tf.math.log(p) + (1.0 - y) * tf.math.log(1.0 - p))
         per_task[task] = tf.math.divide_no_nan(tf.reduce_sum(m * loss), tf.reduce_sum(m))
         total = total + float(task_weights.get(task, 1.0)) * per_task[task]
