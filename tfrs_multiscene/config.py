@@ -143,7 +143,7 @@ class RankingConfig:
     wide_epochs: int = option(30, "--wide-epochs", "With --wide: most epochs of the wide fit (it stops when validation loss stops improving).")
     wide_learning_rate: float = option(0.05, "--wide-learning-rate", "With --wide: Adam learning rate of the wide fit.")
     wide_l2: float = option(10.0, "--wide-l2", "With --wide: L2 penalty of the wide weights, in examples' worth of evidence (penalty = wide_l2 / n_train * sum(w^2)); with --wide-prior empirical_bayes only the first fit's, for the bias tables.")
-    wide_prior: str = option("fixed", "--wide-prior", "With --wide: how hard each bias table (item, user, category... and their per-scenario deviations) is shrunk: 'fixed' (wide_l2 for all) or 'empirical_bayes' (each table column's prior variance re-estimated from the fitted weights, then the fit repeated).", choices=("fixed", "empirical_bayes"))
+    wide_prior: str = option("empirical_bayes", "--wide-prior", "With --wide: how hard each bias table (item, user, category... and their per-scenario deviations) is shrunk: 'fixed' (wide_l2 for all) or 'empirical_bayes' (each table column's prior variance re-estimated from the fitted weights, then the fit repeated).", choices=("fixed", "empirical_bayes"))
     tower_l2: float = option(0.0, "--tower-l2", "shared_bottom: L2 penalty on the scenario towers' (and wide weights') kernels.")
     conversion_mode: str = option("esmm", "--conversion-mode", "Conversion trained on all impressions (esmm) or on clicks only.", choices=("esmm", "clicks_only"))
     task_weights: dict = option({}, "--task-weights", "Per-task loss weights as JSON, e.g. '{\"click\": 1, \"conversion\": 0.5}'.")

@@ -19,8 +19,8 @@ plus a per-scenario deviation: an item's appeal carries across surfaces and is e
 all of them, while a scenario can still weigh a category or a price its own way. User-side
 values get only per-scenario biases: how much a user clicks is surface-specific (on the
 synthetic worlds a shared user bias, learnt mostly from the feed, lowered the ads AUC).
-Output ``[B, S, H]``; every weight starts at zero. :meth:`WideLogits.penalty` is the L2
-penalty ``sum(w^2)`` over every weight but the intercepts.
+Output ``[B, S, H]``; every weight starts at zero. :func:`fit_wide` penalises every weight
+but the intercepts.
 
 How hard each bias table is pulled to zero (:class:`TablePriors`, ``wide_prior``): every
 column of a table (a head; a scenario and head for the per-scenario tables) has a Gaussian
@@ -43,10 +43,12 @@ of many small noisy ones (a small scenario's per-item deviation) is shrunk hard.
 optimum, world 5's training split, the package's wide form) this took the ads AUC expected
 under the true probabilities from 0.8192 (one strength) to 0.8224 after 3 rounds, the same
 as a fit given the generator's own prior scales (0.8227). In the package (minibatch Adam,
-both stages, worlds 5 and 1) the ads AUC did not move (-0.001, -0.0003: the small
-scenario's user and item columns still came out looser than offline) while home feed,
-search and social rose by +0.0006 to +0.005, for ~1.9x the ranking stage's time; so it is
-an option, off by default (README, closing note of session 9).
+both stages, seven worlds) the ads AUC did not move (-0.0009 to +0.0019; the wide part
+alone stays ~0.0025 below the exact fit of its own form on world 5, polished or not, a gap
+not yet explained) while search rose on six worlds (+0.0014 to +0.0048) and overall on six,
+and the model came out above the pooled and separate baselines on every scenario of all
+seven worlds (one strength: five). It costs ~1.8x the ranking stage's time (40 more wide
+epochs); ``--wide-prior fixed`` is the faster choice.
 
 Why fit it first (:func:`fit_wide`): the deep part overfits within one or two epochs on
 small scenarios, and early stopping then cuts training off long before per-value effects
@@ -125,10 +127,6 @@ class WideLogits(tf.keras.layers.Layer):
     def fitted_weights(self) -> list:
         """The weights :func:`fit_wide` learns: intercepts, bias tables, slopes."""
         return [v for v in self.weights if v.dtype.is_floating]
-
-    def penalty(self) -> tf.Tensor:
-        """``sum(w^2)`` over the bias tables and slopes (not the intercepts)."""
-        return tf.add_n([tf.reduce_sum(tf.square(v)) for v in self.fitted_weights if v is not self.intercept])
 
 
 class TablePriors:
