@@ -124,20 +124,19 @@ def main(argv=None) -> None:
         x, stds = design(parts["train"], world, column)
         weights = fit_map(x, parts["train"]["click"].to_numpy(np.float64), stds)
         print(f"affinity {choice}:")
+        scores = {name: design(parts[name], world, column)[0] @ weights for name in ("valid", "test")}
         for scenario in [spec.name for spec in synthetic.SCENARIOS]:
             line = f"  {scenario:10s}"
             for name in ("valid", "test"):
                 frame = parts[name]
                 mine = (frame["scenario"] == scenario).to_numpy()
-                scores = design(frame, world, column)[0] @ weights
-                line += f" {name} {expected_auc(frame['true_p_click'][mine], scores[mine]):.4f}"
+                fitted = expected_auc(frame["true_p_click"][mine], scores[name][mine])
+                line += f" {name} {fitted:.4f}"
                 if name == "test" and click is not None and scenario in click:
                     got = {method: row["expected_auc"] for method, row in click[scenario].items()}
-                    bound = expected_auc(frame["true_p_click"][mine], scores[mine])
-                    line += (f" | gap closed: this fit {gap_closed(bound, got):.1f}%, the run's model"
+                    line += (f" | gap closed: this fit {gap_closed(fitted, got):.1f}%, the run's model"
                              f" {gap_closed(got['model'], got):.1f}%")
             print(line)
-
 
 if __name__ == "__main__":
     main()

@@ -25,7 +25,7 @@ The log is every interaction the run knows (train, validation and test rows: wha
 once on the whole log (which directions matter, not any user's later items) and a user's
 history only ever sums earlier impressions. It is what a production ranker reads as "recently
 viewed": on the synthetic worlds, where what users are shown follows their interests, it
-correlates 0.81 with the true ads user-item affinity (with the top-32 principal directions
+correlates 0.83 with the true ads user-item affinity (world 5) (with the top-32 principal directions
 instead of the exposure projection: 0.74; the profile text alone: 0.55; the retrieval dot
 product for ads: 0.25-0.48).
 
