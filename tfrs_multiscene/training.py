@@ -135,7 +135,8 @@ def _ranking_stage(run: RunDir, run_cfg: C.RunConfig, split, retrieval_model, su
     wide_line = ""
     if wide:
         losses = wide.get("val_loss") or wide.get("train_loss")
-        wide_line = (f", wide part fitted first: {wide['epochs']} epochs, best {wide['best_epoch']} "
+        steps = "iterations" if wide.get("solver") == "lbfgs" else "epochs"
+        wide_line = (f", wide part fitted first: {wide['epochs']} {steps}, best {wide['best_epoch']} "
                      f"(loss {losses[wide['best_epoch'] - 1]:.4f})")
     report.add("Ranking training", _history_table(result.history) + "\n\n" +
                f"architecture: {run_cfg.ranking.architecture}, seconds: {summary['ranking']['seconds']}"

@@ -26,10 +26,8 @@ How hard each bias table is pulled to zero (:class:`TablePriors`, ``wide_prior``
 column of a table (a head; a scenario and head for the per-scenario tables) has a Gaussian
 prior ``N(0, sigma^2)`` on its values, a penalty ``w^2 / (2 sigma^2)`` next to the summed log
 loss. ``fixed`` uses ``sigma^2 = 1 / (2 * wide_l2)`` for all. ``empirical_bayes`` fits with
-that, then ``PRIOR_ROUNDS`` times polishes the fit (a fifth of the learning rate, decayed to
-zero, no early stopping: the update needs the penalised optimum, and an early-stopped step
-of the fast schedule leaves rarely seen rows noisy, which inflated their priors) and
-re-estimates each column's ``sigma^2`` by MacKay's evidence update for a Gaussian prior:
+that, then ``PRIOR_ROUNDS`` times re-estimates each column's ``sigma^2`` by MacKay's evidence
+update for a Gaussian prior and refits:
 
     sigma^2 = sum_v w_v^2 / sum_v gamma_v,   gamma_v = I_v / (I_v + 1 / sigma^2)
 
@@ -39,25 +37,33 @@ with ``I_v`` the Fisher information the training examples carry about value ``v`
 ``mean(w_v^2 + 1 / (I_v + 1 / sigma^2))``, needed ~8 refits where this needs ~3). A column of
 a few well-measured large effects (a scenario's category effect) is then barely shrunk, one
 of many small noisy ones (a small scenario's per-item deviation) is shrunk hard. Slopes keep
-``wide_l2``, and a last polish follows the last update. Offline (scipy L-BFGS to the exact
-optimum, world 5's training split, the package's wide form) this took the ads AUC expected
-under the true probabilities from 0.8192 (one strength) to 0.8224 after 3 rounds, the same
-as a fit given the generator's own prior scales (0.8227). In the package (minibatch Adam,
-both stages, seven worlds) the ads AUC did not move (-0.0009 to +0.0019; the wide part
-alone stays ~0.0025 below the exact fit of its own form on world 5, polished or not, a gap
-not yet explained) while search rose on six worlds (+0.0014 to +0.0048) and overall on six,
-and the model came out above the pooled and separate baselines on every scenario of all
-seven worlds (one strength: five). It costs ~1.8x the ranking stage's time (40 more wide
-epochs); ``--wide-prior fixed`` is the faster choice.
+``wide_l2``.
+
+The update needs the weights at the penalised optimum, so the default solver
+(``wide_solver="lbfgs"``) is full-batch L-BFGS to that optimum, and the fit ignores the
+example weights (see :func:`fit_wide`). Measured on world 5 (the wide part alone, ads AUC
+expected under the true probabilities; one strength / empirical Bayes):
+
+  =========================================  ==============  ===============
+  solver                                     fixed           empirical Bayes
+  =========================================  ==============  ===============
+  minibatch Adam, early stopping (polished)  0.8167          0.8163
+  L-BFGS, example weights                    0.8179          0.8137
+  L-BFGS, unweighted (the default)           0.8185          0.8224
+  =========================================  ==============  ===============
+
+scipy's exact fit of this form reached 0.8192 / 0.8224, a fit given the generator's own
+prior scales 0.8227. With the example weights the small scenario's weighted examples
+overstate its evidence and its columns' priors come out too wide (ads user std 0.57 vs
+0.18). The conversion head's ESMM term does not matter here (clicks alone: 0.8227).
 
 Why fit it first (:func:`fit_wide`): the deep part overfits within one or two epochs on
 small scenarios, and early stopping then cuts training off long before per-value effects
 (an item's quality, a scenario's category effect; several logits wide) have been learnt
-at the deep part's learning rate. Fitted alone to convergence at a high learning rate and
-then frozen, the wide logit is an offset the deep part only has to correct (measured on a
-synthetic dev world: ads validation AUC under the true probabilities 0.852 -> 0.859, the
-other scenarios up too; an offline logistic fit run to convergence as the offset reached
-0.862).
+at the deep part's learning rate. Fitted alone to convergence and then frozen, the wide
+logit is an offset the deep part only has to correct (measured on a synthetic dev world:
+ads validation AUC under the true probabilities 0.852 -> 0.859, the other scenarios up too;
+an offline logistic fit run to convergence as the offset reached 0.862).
 """
 
 from __future__ import annotations
@@ -68,9 +74,10 @@ import tensorflow as tf
 from tfrs_multiscene.ranking.features import FeatureSpec, numeric_feature, string_feature
 
 
-PATIENCE = 5  # epochs in a row without improvement before the wide fit stops
+PATIENCE = 5  # adam: epochs in a row without improvement before the wide fit stops
 PRIOR_ROUNDS = 3  # empirical Bayes: prior re-estimations, each followed by a refit
 MIN_PRIOR_STD = 0.01  # a column's prior std never goes below this (its penalty stays finite)
+LBFGS_CHUNK = 16384  # examples per chunk of the L-BFGS objective's pass over the training set
 
 
 class WideLogits(tf.keras.layers.Layer):
@@ -107,21 +114,32 @@ class WideLogits(tf.keras.layers.Layer):
             self.extra_slopes = self.add_weight("extra_slopes", [len(self.scalar_extras), self.num_scenarios,
                                                                  self.num_heads], initializer="zeros")
 
-    def call(self, inputs: dict) -> tf.Tensor:
+    def encode(self, inputs: dict) -> dict:
+        """What the wide part reads of the raw inputs: ``{"rows": {column: [B] table row},
+        "numeric": [B, K] standardised or None, "extras": [B, E] or None}``."""
+        rows = {col: lookup(string_feature(inputs[col])) for col, lookup in self.lookups.items()}
+        numeric = (tf.concat([numeric_feature(inputs[col], stats) for col, stats in self.spec.numeric.items()], -1)
+                   if self.spec.numeric else None)
+        extras = (tf.concat([tf.reshape(tf.cast(inputs[name], tf.float32), [-1, 1]) for name in self.scalar_extras], -1)
+                  if self.scalar_extras else None)
+        return {"rows": rows, "numeric": numeric, "extras": extras}
+
+    def logits_of(self, encoded: dict) -> tf.Tensor:
+        """``encode(inputs) -> [B, S, H]`` (the fit encodes its examples once, then reuses them)."""
         shape = [-1, self.num_scenarios, self.num_heads]
         out = self.intercept[None]
-        for col, lookup in self.lookups.items():
-            idx = lookup(string_feature(inputs[col]))
+        for col, idx in encoded["rows"].items():
             out = out + tf.reshape(self.per_scenario[col](idx), shape)
             if col in self.shared:
                 out = out + self.shared[col](idx)[:, None, :]
-        if self.spec.numeric:
-            z = tf.concat([numeric_feature(inputs[col], stats) for col, stats in self.spec.numeric.items()], axis=-1)
-            out = out + tf.einsum("bk,ksh->bsh", z, self.slopes)
-        if self.scalar_extras:
-            x = tf.concat([tf.reshape(tf.cast(inputs[name], tf.float32), [-1, 1]) for name in self.scalar_extras], -1)
-            out = out + tf.einsum("bk,ksh->bsh", x, self.extra_slopes)
+        if encoded["numeric"] is not None:
+            out = out + tf.einsum("bk,ksh->bsh", encoded["numeric"], self.slopes)
+        if encoded["extras"] is not None:
+            out = out + tf.einsum("bk,ksh->bsh", encoded["extras"], self.extra_slopes)
         return out
+
+    def call(self, inputs: dict) -> tf.Tensor:
+        return self.logits_of(self.encode(inputs))
 
     @property
     def fitted_weights(self) -> list:
@@ -217,77 +235,215 @@ def table_information(model, scale: dict):
 def fit_wide(model, train, valid, cfg, *, seed: int = 0, log=None) -> dict:
     """Fit ``model.wide`` alone (the deep part is not used) and leave it frozen.
 
-    Minibatch Adam at ``cfg.wide_learning_rate`` on the model's own loss and example weights
-    plus ``cfg.wide_l2 / n_train * penalty`` (each weight is pulled to zero as if by
-    ``wide_l2`` examples' worth of evidence, whatever the data size),
-    ``cfg.wide_epochs`` epochs with the learning rate on a cosine decay to zero (noisy
-    constant-rate steps at this rate kept the validation loss from settling; plateau-based
-    step cuts stopped too early), stopping after ``PATIENCE`` epochs in a row without a
-    better validation loss (without validation data: training loss), and keeping the best
-    epoch's weights. With ``cfg.wide_prior == "empirical_bayes"`` the bias tables' priors are
-    then re-estimated and the fit repeated, ``PRIOR_ROUNDS`` times (:class:`TablePriors`).
-    ``train`` / ``valid`` are PreparedExamples. Returns ``{"epochs": n, "best_epoch": k,
-    "train_loss": [...], "val_loss": [...], "rounds": [epochs per round], "prior_std":
-    {table: [per column]}}`` (epochs and losses over all rounds).
+    The objective is the model's own loss on the wide logits plus ``penalty / n_train``: the
+    tables' prior penalty (:class:`TablePriors`) and ``cfg.wide_l2 * sum(slope^2)`` (each
+    weight pulled to zero as if by ``wide_l2`` examples' worth of evidence, whatever the data
+    size). Examples are not weighted (``balance_scenarios`` is for the deep part): the wide
+    part is a penalised likelihood whose per-scenario columns already keep a small scenario
+    from being drowned, and weighted examples overstate a small scenario's evidence, which the
+    empirical-Bayes update turns into too wide a prior (world 5: ads AUC 0.8137 weighted vs
+    0.8224 unweighted, wide part alone, exact fits).
+
+    ``cfg.wide_solver``:
+      ``lbfgs`` (default): full-batch L-BFGS (scipy) on the exact objective, summed over the
+        training set in chunks, for at most ``cfg.wide_max_iterations`` iterations per fit;
+        no early stopping, the prior is the only regulariser. One iteration is one pass.
+      ``adam``: minibatch Adam at ``cfg.wide_learning_rate``, ``cfg.wide_epochs`` epochs with
+        the rate on a cosine decay to zero, stopping after ``PATIENCE`` epochs without a better
+        validation loss (without validation data: training loss) and keeping the best epoch;
+        empirical-Bayes rounds then polish at a fifth of the rate without early stopping.
+        It stops short of the optimum (world 5: objective 0.3891 vs 0.3855, ads 0.8167 vs
+        0.8179 with one prior strength).
+    With ``cfg.wide_prior == "empirical_bayes"`` the bias tables' priors are then re-estimated
+    and the fit repeated, ``PRIOR_ROUNDS`` times (:class:`TablePriors`).
+    ``train`` / ``valid`` are PreparedExamples. Returns ``{"solver": .., "epochs": n (Adam
+    epochs or L-BFGS iterations, over all rounds), "best_epoch": k, "train_loss": [...],
+    "val_loss": [...], "rounds": [epochs or iterations per round], "prior_std": {table: [per
+    column]}}``; the losses are the data term (the model's loss), one per epoch or iteration.
     """
     from tfrs_multiscene.ranking import data as D
 
     if cfg.wide_prior not in ("fixed", "empirical_bayes"):
         raise ValueError(f"wide_prior must be 'fixed' or 'empirical_bayes', got {cfg.wide_prior!r}")
+    solver = getattr(cfg, "wide_solver", "lbfgs")
+    if solver not in ("lbfgs", "adam"):
+        raise ValueError(f"wide_solver must be 'lbfgs' or 'adam', got {solver!r}")
     wide = model.wide
     variables = wide.fitted_weights
     n_train = max(len(train.frame), 1)
     priors = TablePriors(wide, 2.0 * float(cfg.wide_l2))
     tables = {id(t) for t in priors.tables.values()}
     slopes = [v for v in variables if v is not wide.intercept and id(v) not in tables]
-    optimizer = tf.keras.optimizers.Adam(tf.Variable(float(cfg.wide_learning_rate), trainable=False))
     batch = max(int(cfg.batch_size), 4096)
-    ds = D.make_dataset(train.inputs, train.targets, train.weights, batch, shuffle=True, seed=seed)
-    vds = D.make_dataset(valid.inputs, valid.targets, valid.weights, 4 * batch) if valid is not None else None
+    ds = D.make_dataset(train.inputs, train.targets, None, batch, shuffle=True, seed=seed)
+    vds = D.make_dataset(valid.inputs, valid.targets, None, 4 * batch) if valid is not None else None
 
     def loss_of(inputs, targets):
-        total, _ = model.loss_of_outputs(targets, model.outputs_of_logits(model.wide_only_logits(inputs)))
-        return total
+        total, per_task = model.loss_of_outputs(targets, model.outputs_of_logits(model.wide_only_logits(inputs)))
+        return total, per_task
 
     def penalty():  # per example: the summed-loss penalty spread over the n_train examples
         slope_penalty = float(cfg.wide_l2) * tf.add_n([tf.reduce_sum(tf.square(v)) for v in slopes]) if slopes else 0.0
         return (priors.penalty() + slope_penalty) / n_train
 
     @tf.function
+    def evaluate(inputs, targets):
+        return loss_of(inputs, targets)[0]
+
+    def mean_loss(dataset):
+        return float(np.mean([float(evaluate(x, y)) for x, y in dataset]))
+
+    history = {"train_loss": [], "val_loss": []}
+    if solver == "lbfgs":
+        fit_round = _lbfgs_rounds(model, train, valid, cfg, variables, penalty, history, log)
+    else:
+        fit_round = _adam_rounds(model, cfg, variables, loss_of, penalty, ds, vds, mean_loss, history, log)
+
+    rounds = [fit_round("", first=True)]
+    if cfg.wide_prior == "empirical_bayes":
+        # the loss is a per-task mean; in summed-loss units an example's term counts
+        # task_weight * n_train / (the task's total mask)
+        scale = {t: float((cfg.task_weights or {}).get(t, 1.0)) * n_train
+                 / max(float(np.sum(np.asarray(train.targets[f"mask/{t}"], np.float64))), 1e-12)
+                 for t in model.tasks}
+        information = table_information(model, scale)
+        if solver == "adam":
+            # the prior update needs the weights at the penalised optimum, not an early-stopped
+            # step of a fast schedule (noise there inflates the rarely seen rows' weights): each
+            # round first polishes at a fifth of the rate down to zero
+            rounds.append(fit_round(f" (polish 1/{PRIOR_ROUNDS + 1})"))
+        for r in range(PRIOR_ROUNDS):
+            priors.update(information(ds))
+            label = f" (polish {r + 2}/{PRIOR_ROUNDS + 1})" if solver == "adam" else f" (prior round {r + 1}/{PRIOR_ROUNDS})"
+            rounds.append(fit_round(label))
+    series = history["val_loss"] or history["train_loss"]
+    return {"solver": solver, "epochs": len(history["train_loss"]), "best_epoch": int(np.argmin(series)) + 1,
+            **{k: [round(x, 5) for x in v] for k, v in history.items()}, "rounds": rounds,
+            "prior_std": priors.stds()}
+
+
+def _lbfgs_rounds(model, train, valid, cfg, variables, penalty, history, log):
+    """``fit_round(label, first=False) -> iterations``: full-batch L-BFGS from the current
+    weights to the optimum of ``loss + penalty`` over all of ``train``. The examples are
+    encoded once (table rows, standardised numbers) and the objective summed over chunks of
+    them; each iteration also records the validation loss."""
+    from scipy.optimize import minimize
+
+    from tfrs_multiscene.ranking import data as D
+
+    wide = model.wide
+    task_weight = {t: float((cfg.task_weights or {}).get(t, 1.0)) for t in model.tasks}
+
+    def encoded_chunks(examples):
+        chunks = [(wide.encode(x), model.own_scenario_index(x), y)
+                  for x, y in D.make_dataset(examples.inputs, examples.targets, None, LBFGS_CHUNK)]
+        totals = {t: max(float(np.sum(np.asarray(examples.targets[f"mask/{t}"], np.float64))), 1e-12)
+                  for t in model.tasks}
+        return chunks, totals
+
+    def data_term(encoded, scenario, targets, totals):
+        # this chunk's share of each task's mean loss over all the examples
+        logits = tf.gather(wide.logits_of(encoded), scenario, axis=1, batch_dims=1)
+        _, per_task = model.loss_of_outputs(targets, model.outputs_of_logits(logits))
+        return tf.add_n([task_weight[t] * per_task[t] * tf.reduce_sum(tf.cast(targets[f"mask/{t}"], tf.float32))
+                         / totals[t] for t in model.tasks])
+
+    def dense(gradients):  # embedding gradients come as IndexedSlices, unused weights as None
+        return [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g) for g, v in zip(gradients, variables)]
+
+    train_chunks, train_totals = encoded_chunks(train)
+    valid_chunks, valid_totals = encoded_chunks(valid) if valid is not None else ([], {})
+
+    @tf.function
+    def chunk_value_and_gradient(encoded, scenario, targets):
+        with tf.GradientTape() as tape:
+            tape.watch(variables)  # the wide part is not trainable (frozen for the deep part)
+            value = data_term(encoded, scenario, targets, train_totals)
+        return value, dense(tape.gradient(value, variables))
+
+    @tf.function
+    def chunk_validation_loss(encoded, scenario, targets):
+        return data_term(encoded, scenario, targets, valid_totals)
+
+    @tf.function
+    def penalty_value_and_gradient():
+        with tf.GradientTape() as tape:
+            tape.watch(variables)
+            value = penalty()
+        return value, dense(tape.gradient(value, variables))
+
+    def flat(tensors):
+        return np.concatenate([np.asarray(t, np.float64).ravel() for t in tensors])
+
+    shapes = [tuple(v.shape) for v in variables]
+    sizes = [int(np.prod(s)) for s in shapes]
+
+    def assign(x):
+        for v, part, shape in zip(variables, np.split(x, np.cumsum(sizes)[:-1]), shapes):
+            v.assign(part.reshape(shape).astype(np.float32))
+
+    last = {}
+
+    def objective(x):
+        assign(x)
+        data, grad = 0.0, np.zeros_like(x)
+        for chunk in train_chunks:
+            value, gradient = chunk_value_and_gradient(*chunk)
+            data, grad = data + float(value), grad + flat(gradient)
+        value, gradient = penalty_value_and_gradient()
+        last["data"] = data
+        return data + float(value), grad + flat(gradient)
+
+    def record(_x):  # after each iteration (the last evaluation was at the accepted point)
+        history["train_loss"].append(last["data"])
+        if valid_chunks:
+            history["val_loss"].append(sum(float(chunk_validation_loss(*chunk)) for chunk in valid_chunks))
+
+    def fit_round(label, first=False):
+        result = minimize(objective, flat([v.numpy() for v in variables]), jac=True, method="L-BFGS-B",
+                          callback=record, options={"maxiter": int(cfg.wide_max_iterations), "ftol": 1e-12,
+                                                    "gtol": 1e-9})
+        assign(result.x)
+        if log:
+            log(f"wide{label}: {result.nit} L-BFGS iterations, objective {float(result.fun):.5f}, loss "
+                f"{last['data']:.4f}" + (f", val_loss {history['val_loss'][-1]:.4f}" if history["val_loss"] else ""))
+        return int(result.nit)
+
+    return fit_round
+
+
+def _adam_rounds(model, cfg, variables, loss_of, penalty, ds, vds, mean_loss, history, log):
+    """``fit_round(label, first=False) -> epochs``: minibatch Adam; the first round at
+    ``cfg.wide_learning_rate`` with early stopping (best epoch kept), later ones polish at a
+    fifth of it without (see :func:`fit_wide`)."""
+    optimizer = tf.keras.optimizers.Adam(tf.Variable(float(cfg.wide_learning_rate), trainable=False))
+    epochs, rate = int(cfg.wide_epochs), float(cfg.wide_learning_rate)
+
+    @tf.function
     def step(inputs, targets):
         with tf.GradientTape() as tape:
             tape.watch(variables)
-            total = loss_of(inputs, targets) + penalty()
+            total = loss_of(inputs, targets)[0] + penalty()
         optimizer.apply_gradients(zip(tape.gradient(total, variables), variables))
         return total
 
-    @tf.function
-    def evaluate(inputs, targets):
-        return loss_of(inputs, targets)
-
-    def mean_loss(dataset, fn):
-        losses = [float(fn(x, y)) for x, y in dataset]
-        return float(np.mean(losses))
-
-    history = {"train_loss": [], "val_loss": []}
-    epochs = int(cfg.wide_epochs)
-
-    def fit_round(label, rate, n_epochs, early_stopping=True):
-        """A cosine schedule from ``rate`` to zero over ``n_epochs``; with early stopping it
-        stops after ``PATIENCE`` epochs without a better validation loss and leaves the best
-        epoch's weights, without it the last (converged) ones. Returns the epochs run."""
+    def fit_round(label, first=False):
+        """A cosine schedule to zero; the first round stops after ``PATIENCE`` epochs without a
+        better validation loss and keeps the best epoch's weights, a polish runs to the end."""
+        n_epochs = epochs if first else max(PATIENCE, epochs // 3)
+        start = rate if first else rate / 5
         best, best_weights, since_best, done = np.inf, None, 0, 0
         for epoch in range(n_epochs):
-            optimizer.learning_rate.assign(rate * 0.5 * (1.0 + np.cos(np.pi * epoch / n_epochs)))
-            history["train_loss"].append(mean_loss(ds, step))
+            optimizer.learning_rate.assign(start * 0.5 * (1.0 + np.cos(np.pi * epoch / n_epochs)))
+            history["train_loss"].append(float(np.mean([float(step(x, y)) for x, y in ds])))
             if vds is not None:
-                history["val_loss"].append(mean_loss(vds, evaluate))
+                history["val_loss"].append(mean_loss(vds))
             current, done = (history["val_loss"] or history["train_loss"])[-1], epoch + 1
             if log:
                 log(f"wide{label} epoch {epoch + 1}/{n_epochs}: loss {history['train_loss'][-1]:.4f}"
                     + (f", val_loss {current:.4f}" if vds is not None else "")
                     + f", learning rate {float(optimizer.learning_rate):.4g}")
-            if not early_stopping:
+            if not first:
                 continue
             if current < best:
                 best, best_weights, since_best = current, [v.numpy() for v in variables], 0
@@ -300,25 +456,4 @@ def fit_wide(model, train, valid, cfg, *, seed: int = 0, log=None) -> dict:
                 v.assign(w)
         return done
 
-    rate = float(cfg.wide_learning_rate)
-    rounds = [fit_round("", rate, epochs)]
-    if cfg.wide_prior == "empirical_bayes":
-        # the loss is a per-task weighted mean; in summed-loss units an example's term
-        # counts task_weight * n_train / (the task's total mask times weight)
-        weight = np.ones(n_train) if train.weights is None else np.asarray(train.weights, np.float64)
-        scale = {t: float((cfg.task_weights or {}).get(t, 1.0)) * n_train
-                 / max(float(np.sum(np.asarray(train.targets[f"mask/{t}"], np.float64) * weight)), 1e-12)
-                 for t in model.tasks}
-        information = table_information(model, scale)
-        # the prior update needs the weights at the penalised optimum, not an early-stopped
-        # step of a fast schedule (noise there inflates the rarely seen rows' weights): each
-        # round polishes at a fifth of the rate down to zero, then re-estimates the priors
-        polish = max(PATIENCE, epochs // 3)
-        for r in range(PRIOR_ROUNDS):
-            rounds.append(fit_round(f" (polish {r + 1}/{PRIOR_ROUNDS + 1})", rate / 5, polish, early_stopping=False))
-            priors.update(information(ds))
-        rounds.append(fit_round(f" (polish {PRIOR_ROUNDS + 1}/{PRIOR_ROUNDS + 1})", rate / 5, polish, early_stopping=False))
-    series = history["val_loss"] or history["train_loss"]
-    return {"epochs": len(history["train_loss"]), "best_epoch": int(np.argmin(series)) + 1,
-            **{k: [round(x, 5) for x in v] for k, v in history.items()}, "rounds": rounds,
-            "prior_std": priors.stds()}
+    return fit_round
