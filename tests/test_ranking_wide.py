@@ -15,7 +15,7 @@ from tfrs_multiscene.ranking import data as D
 from tfrs_multiscene.ranking import load_ranking, train_ranking
 from tfrs_multiscene.ranking.evaluate import predict
 from tfrs_multiscene.ranking.features import FeatureSpec, build_feature_spec
-from tfrs_multiscene.ranking.model import RankingModel
+from tfrs_multiscene.ranking.model import POOLED_SCENARIO, RankingModel
 from tfrs_multiscene.ranking.wide import PRIOR_ROUNDS, WideLogits, fit_wide
 from tfrs_multiscene.ranking.train import prepare
 
@@ -229,33 +229,39 @@ def test_empirical_bayes_shrinks_each_table_column_by_its_own_evidence(solver):
 
 def test_lbfgs_wide_fit_stops_at_the_optimum_and_does_not_weight_examples():
     """The default solver fits the penalised likelihood exactly: refitting from its solution
-    moves no weight, and reweighting the scenarios' examples (balance_scenarios) leaves the
-    fit unchanged, while Adam stops visibly short of that optimum."""
+    moves no weight, and example weights (balance_scenarios) leave the fit unchanged but for
+    the pooled baseline's, while Adam stops visibly short of that optimum."""
     split, _ = planted_split()
-    spec = build_feature_spec(split.train, ["click"])
 
-    def fitted(**overrides):
+    def fitted(b_weight, pooled=False, **overrides):
+        """The wide part fitted with scenario "b"'s examples weighted ``b_weight``."""
         tf.keras.utils.set_random_seed(0)
         config = cfg(wide=True, wide_prior="fixed", tower_units=[4], **overrides)
-        model = RankingModel(spec, config)
+        spec = build_feature_spec(split.train, ["click"], scenarios=[POOLED_SCENARIO] if pooled else None)
+        model = RankingModel(spec, config, pooled=pooled)
         tr, va = prepare(split.train, spec, config), prepare(split.valid, spec, config)
+        for examples in (tr, va):
+            examples.weights = np.where(examples.frame["scenario"] == "b", b_weight, 1.0).astype(np.float32)
         model({k: v[:2] for k, v in tr.inputs.items()})
         info = fit_wide(model, tr, va, config, seed=0)
         return model, tr, va, config, info
 
-    model, tr, va, config, info = fitted(balance_scenarios=True)
-    assert info["solver"] == "lbfgs" and len(set(np.round(tr.weights, 6))) > 1  # the examples are weighted
+    def largest_change(a, b):
+        return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))) for x, y in zip(a, b))
+
+    model, tr, va, config, info = fitted(1.0)
+    assert info["solver"] == "lbfgs"
     solution = [v.numpy() for v in model.wide.fitted_weights]
     again = fit_wide(model, tr, va, config, seed=1)  # from the solution
     assert again["rounds"][0] <= 3
-    for before, after in zip(solution, model.wide.fitted_weights):
-        np.testing.assert_allclose(after.numpy(), before, atol=2e-3)
-    unweighted = fitted(balance_scenarios=False)[0]
-    for a, b in zip(solution, unweighted.wide.fitted_weights):
-        np.testing.assert_allclose(b.numpy(), a, atol=2e-3)
-    adam = fitted(balance_scenarios=True, wide_solver="adam", wide_epochs=10)[0]
-    gap = max(float(np.max(np.abs(a.numpy() - b))) for a, b in zip(adam.wide.fitted_weights, solution))
-    assert gap > 0.05, gap
+    assert largest_change(solution, [v.numpy() for v in model.wide.fitted_weights]) < 2e-3
+    weighted = fitted(4.0)[0]
+    assert largest_change(solution, [v.numpy() for v in weighted.wide.fitted_weights]) < 1e-4
+    # the pooled baseline has one column for all scenarios: there the weights do count
+    pooled = [[v.numpy() for v in fitted(w, pooled=True)[0].wide.fitted_weights] for w in (1.0, 4.0)]
+    assert largest_change(*pooled) > 0.05
+    adam = fitted(1.0, wide_solver="adam", wide_epochs=10)[0]
+    assert largest_change(solution, [v.numpy() for v in adam.wide.fitted_weights]) > 0.05
 
 
 def test_an_unknown_wide_prior_is_refused():

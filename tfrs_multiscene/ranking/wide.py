@@ -242,7 +242,8 @@ def fit_wide(model, train, valid, cfg, *, seed: int = 0, log=None) -> dict:
     part is a penalised likelihood whose per-scenario columns already keep a small scenario
     from being drowned, and weighted examples overstate a small scenario's evidence, which the
     empirical-Bayes update turns into too wide a prior (world 5: ads AUC 0.8137 weighted vs
-    0.8224 unweighted, wide part alone, exact fits).
+    0.8224 unweighted, wide part alone, exact fits). The pooled baseline is the exception
+    (:func:`fit_weights`): it has one column for all scenarios, so it keeps the weights.
 
     ``cfg.wide_solver``:
       ``lbfgs`` (default): full-batch L-BFGS (scipy) on the exact objective, summed over the
@@ -275,8 +276,9 @@ def fit_wide(model, train, valid, cfg, *, seed: int = 0, log=None) -> dict:
     tables = {id(t) for t in priors.tables.values()}
     slopes = [v for v in variables if v is not wide.intercept and id(v) not in tables]
     batch = max(int(cfg.batch_size), 4096)
-    ds = D.make_dataset(train.inputs, train.targets, None, batch, shuffle=True, seed=seed)
-    vds = D.make_dataset(valid.inputs, valid.targets, None, 4 * batch) if valid is not None else None
+    ds = D.make_dataset(train.inputs, train.targets, fit_weights(model, train), batch, shuffle=True, seed=seed)
+    vds = (D.make_dataset(valid.inputs, valid.targets, fit_weights(model, valid), 4 * batch)
+           if valid is not None else None)
 
     def loss_of(inputs, targets):
         total, per_task = model.loss_of_outputs(targets, model.outputs_of_logits(model.wide_only_logits(inputs)))
@@ -301,11 +303,10 @@ def fit_wide(model, train, valid, cfg, *, seed: int = 0, log=None) -> dict:
 
     rounds = [fit_round("", first=True)]
     if cfg.wide_prior == "empirical_bayes":
-        # the loss is a per-task mean; in summed-loss units an example's term counts
-        # task_weight * n_train / (the task's total mask)
-        scale = {t: float((cfg.task_weights or {}).get(t, 1.0)) * n_train
-                 / max(float(np.sum(np.asarray(train.targets[f"mask/{t}"], np.float64))), 1e-12)
-                 for t in model.tasks}
+        # the loss is a per-task weighted mean; in summed-loss units an example's term counts
+        # task_weight * n_train / (the task's total mask times weight)
+        totals = task_totals(model, train)
+        scale = {t: float((cfg.task_weights or {}).get(t, 1.0)) * n_train / totals[t] for t in model.tasks}
         information = table_information(model, scale)
         if solver == "adam":
             # the prior update needs the weights at the penalised optimum, not an early-stopped
@@ -322,6 +323,20 @@ def fit_wide(model, train, valid, cfg, *, seed: int = 0, log=None) -> dict:
             "prior_std": priors.stds()}
 
 
+def fit_weights(model, examples):
+    """The example weights the wide fit uses: none, except for the pooled baseline, whose one
+    column per value has no other way to keep a small scenario from being drowned."""
+    return examples.weights if model.pooled else None
+
+
+def task_totals(model, examples) -> dict:
+    """``{task: sum over examples of mask * fit weight}``, the denominators of the loss's means."""
+    weights = fit_weights(model, examples)
+    weight = np.ones(len(examples.frame)) if weights is None else np.asarray(weights, np.float64)
+    return {t: max(float(np.sum(np.asarray(examples.targets[f"mask/{t}"], np.float64) * weight)), 1e-12)
+            for t in model.tasks}
+
+
 def _lbfgs_rounds(model, train, valid, cfg, variables, penalty, history, log):
     """``fit_round(label, first=False) -> iterations``: full-batch L-BFGS from the current
     weights to the optimum of ``loss + penalty`` over all of ``train``. The examples are
@@ -335,17 +350,16 @@ def _lbfgs_rounds(model, train, valid, cfg, variables, penalty, history, log):
     task_weight = {t: float((cfg.task_weights or {}).get(t, 1.0)) for t in model.tasks}
 
     def encoded_chunks(examples):
-        chunks = [(wide.encode(x), model.own_scenario_index(x), y)
-                  for x, y in D.make_dataset(examples.inputs, examples.targets, None, LBFGS_CHUNK)]
-        totals = {t: max(float(np.sum(np.asarray(examples.targets[f"mask/{t}"], np.float64))), 1e-12)
-                  for t in model.tasks}
-        return chunks, totals
+        chunks = [(wide.encode(x), model.own_scenario_index(x), y) for x, y in
+                  D.make_dataset(examples.inputs, examples.targets, fit_weights(model, examples), LBFGS_CHUNK)]
+        return chunks, task_totals(model, examples)
 
     def data_term(encoded, scenario, targets, totals):
         # this chunk's share of each task's mean loss over all the examples
         logits = tf.gather(wide.logits_of(encoded), scenario, axis=1, batch_dims=1)
         _, per_task = model.loss_of_outputs(targets, model.outputs_of_logits(logits))
-        return tf.add_n([task_weight[t] * per_task[t] * tf.reduce_sum(tf.cast(targets[f"mask/{t}"], tf.float32))
+        weight = tf.cast(targets["weight"], tf.float32)
+        return tf.add_n([task_weight[t] * per_task[t] * tf.reduce_sum(tf.cast(targets[f"mask/{t}"], tf.float32) * weight)
                          / totals[t] for t in model.tasks])
 
     def dense(gradients):  # embedding gradients come as IndexedSlices, unused weights as None
