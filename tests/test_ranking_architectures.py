@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from test_ranking_fixtures import tiny_tables
-from tfrs_multiscene.config import RankingConfig
+from tfrs_multiscene.config import RANKING_ARCHITECTURES, RankingConfig
 from tfrs_multiscene.ranking import build_ranking_model
 from tfrs_multiscene.ranking import data as D
 from tfrs_multiscene.ranking.architectures import available_architectures, build_architecture
@@ -18,7 +18,7 @@ def small_cfg(arch, **kw):
 
 
 def test_registry_lists_all_architectures_and_rejects_unknown():
-    assert available_architectures() == sorted(ARCHS)
+    assert available_architectures() == sorted(ARCHS) == sorted(RANKING_ARCHITECTURES)  # the CLI's choices
     with pytest.raises(ValueError, match="unknown ranking architecture 'dcn'"):
         build_architecture("dcn", 2, 1, small_cfg("shared_bottom"))
 

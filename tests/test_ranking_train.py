@@ -169,6 +169,23 @@ def test_positive_only_log_evaluates_sampled_negatives_and_rating(tmp_path):
     assert results["targets"]["task"] == "liked"  # judged on the rating-derived label
 
 
+def test_evaluate_reports_compared_architectures_beside_the_model(tmp_path):
+    """``compare_architectures`` (evaluate --compare-architectures) trains each other
+    architecture on the same split and reports it per task and scenario; the model's own
+    architecture is not trained twice."""
+    split = make_split(n=1200, seed=5)
+    results = evaluate_ranking(split, cfg(epochs=1), tmp_path, verbose=0, methods=("model",),
+                               compare_architectures=("star", "shared_bottom"), report=False)
+    assert set(results["architectures"]) == {"star"}
+    star = results["architectures"]["star"]["click"]
+    assert set(star) == {"a", "b", "c", "overall"} and 0.0 < star["a"]["auc"] < 1.0
+    assert star["a"]["auc"] != results["click"]["a"]["model"]["auc"]  # really another model
+    assert results["training"]["arch_star"]["architecture"] == "star"
+    assert (tmp_path / "arch_star" / "final" / "model.index").exists()
+    table = format_ranking_table(results)
+    assert any(line.split()[:3] == ["click", "a", "star"] for line in table.splitlines())
+
+
 class FakeRetrieval:
     """The three methods the ranking hook uses, with deterministic 2-d embeddings."""
 

@@ -31,6 +31,8 @@ def option(default, flag: str, help: str, choices=None, item_type=None, **kwargs
 
 # --------------------------------------------------------------------------- sections
 
+RANKING_ARCHITECTURES = ("shared_bottom", "star", "mmoe", "ple")
+
 
 @dataclasses.dataclass
 class DataConfig:
@@ -131,7 +133,7 @@ class RetrievalConfig:
 class RankingConfig:
     """The multi-scenario ranking model."""
 
-    architecture: str = option("shared_bottom", "--architecture", "Ranking architecture.", choices=("shared_bottom", "star", "mmoe", "ple"))
+    architecture: str = option("shared_bottom", "--architecture", "Ranking architecture.", choices=RANKING_ARCHITECTURES)
     bottom_units: list = option([256, 128], "--bottom-units", "Shared bottom layer widths.")
     tower_units: list = option([64], "--tower-units", "Per-scenario tower layer widths.")
     num_experts: int = option(4, "--num-experts", "Experts (MMoE / PLE).")
@@ -223,6 +225,7 @@ class EvaluateConfig:
     ease_lambdas: list = option([50.0, 100.0, 300.0, 1000.0], "--ease-lambdas", "EASE lambdas tried on the validation split.")
     cold_start: bool = option(True, "--cold-start", "Also evaluate on a cold-item split (trains a model on it).")
     ranking: bool = option(True, "--evaluate-ranking", "Evaluate the ranking model against pooled / separate / oracle.")
+    compare_architectures: list = option([], "--compare-architectures", "Also train these ranking architectures (shared_bottom, star, mmoe, ple) on the run's split with its settings and report them beside the model (JSON under ranking.architectures).", choices=RANKING_ARCHITECTURES)
 
 
 @dataclasses.dataclass

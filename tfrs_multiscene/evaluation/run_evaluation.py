@@ -124,14 +124,15 @@ def evaluate_run(ecfg: C.EvaluateConfig, log=print) -> dict:
         figures = plot_retrieval(retrieval, str(report.dir))
         report.add("Retrieval evaluation", "```\n" + table + "\n```", figures, order=40)
     if ecfg.ranking and (run.ranking_dir / "spec.json").exists():
-        results.update(evaluate_ranking_run(run, run_cfg, split, log))
+        results.update(evaluate_ranking_run(run, run_cfg, split, log, ecfg.compare_architectures))
     results = json_safe(results)
     dump_json(results, run.evaluation_path)
     return results
 
 
-def evaluate_ranking_run(run: RunDir, run_cfg: C.RunConfig, split, log=print) -> dict:
-    """Ranking metrics of the run's architecture beside pooled, separate and oracle."""
+def evaluate_ranking_run(run: RunDir, run_cfg: C.RunConfig, split, log=print, compare_architectures=()) -> dict:
+    """Ranking metrics of the run's architecture beside pooled, separate and oracle (and the
+    ``compare_architectures``, trained now with the run's ranking settings)."""
     from tfrs_multiscene.ranking import evaluate_ranking, format_ranking_table, history, retrieval_feature_hook
     from tfrs_multiscene.ranking.features import combined_hook
     from tfrs_multiscene.retrieval.checkpoints import load_retrieval
@@ -141,7 +142,8 @@ def evaluate_ranking_run(run: RunDir, run_cfg: C.RunConfig, split, log=print) ->
         hook = retrieval_feature_hook(load_retrieval(run.path), split.train)
     hook = combined_hook(hook, history.load_run_history(run.path))
     log("ranking: evaluating the model beside pooled and separate baselines (trained now) and the oracle")
-    ranking = evaluate_ranking(split, run_cfg.ranking, run.path, feature_hook=hook, seed=run_cfg.train.seed)
+    ranking = evaluate_ranking(split, run_cfg.ranking, run.path, feature_hook=hook, seed=run_cfg.train.seed,
+                               compare_architectures=tuple(compare_architectures))
     log(format_ranking_table(ranking))
     architecture = ranking.get("model_architecture", run_cfg.ranking.architecture)
     return {"ranking": ranking, "model_architecture": architecture}
