@@ -260,13 +260,14 @@ def fit_wide(model, train, valid, cfg, *, seed: int = 0, log=None) -> dict:
     ``train`` / ``valid`` are PreparedExamples. Returns ``{"solver": .., "epochs": n (Adam
     epochs or L-BFGS iterations, over all rounds), "best_epoch": k, "train_loss": [...],
     "val_loss": [...], "rounds": [epochs or iterations per round], "prior_std": {table: [per
-    column]}}``; the losses are the data term (the model's loss), one per epoch or iteration.
+    column]}}``; one loss per epoch or iteration (L-BFGS: the data term, the model's loss;
+    Adam's training loss also holds the penalty).
     """
     from tfrs_multiscene.ranking import data as D
 
     if cfg.wide_prior not in ("fixed", "empirical_bayes"):
         raise ValueError(f"wide_prior must be 'fixed' or 'empirical_bayes', got {cfg.wide_prior!r}")
-    solver = getattr(cfg, "wide_solver", "lbfgs")
+    solver = cfg.wide_solver
     if solver not in ("lbfgs", "adam"):
         raise ValueError(f"wide_solver must be 'lbfgs' or 'adam', got {solver!r}")
     wide = model.wide
@@ -281,8 +282,7 @@ def fit_wide(model, train, valid, cfg, *, seed: int = 0, log=None) -> dict:
            if valid is not None else None)
 
     def loss_of(inputs, targets):
-        total, per_task = model.loss_of_outputs(targets, model.outputs_of_logits(model.wide_only_logits(inputs)))
-        return total, per_task
+        return model.loss_of_outputs(targets, model.outputs_of_logits(model.wide_only_logits(inputs)))[0]
 
     def penalty():  # per example: the summed-loss penalty spread over the n_train examples
         slope_penalty = float(cfg.wide_l2) * tf.add_n([tf.reduce_sum(tf.square(v)) for v in slopes]) if slopes else 0.0
@@ -290,7 +290,7 @@ def fit_wide(model, train, valid, cfg, *, seed: int = 0, log=None) -> dict:
 
     @tf.function
     def evaluate(inputs, targets):
-        return loss_of(inputs, targets)[0]
+        return loss_of(inputs, targets)
 
     def mean_loss(dataset):
         return float(np.mean([float(evaluate(x, y)) for x, y in dataset]))
@@ -437,7 +437,7 @@ def _adam_rounds(model, cfg, variables, loss_of, penalty, ds, vds, mean_loss, hi
     def step(inputs, targets):
         with tf.GradientTape() as tape:
             tape.watch(variables)
-            total = loss_of(inputs, targets)[0] + penalty()
+            total = loss_of(inputs, targets) + penalty()
         optimizer.apply_gradients(zip(tape.gradient(total, variables), variables))
         return total
 
