@@ -28,7 +28,7 @@ from tfrs_multiscene.data import schema
 from tfrs_multiscene.ranking.architectures import build_architecture
 from tfrs_multiscene.ranking.data import RATING_TASK
 from tfrs_multiscene.ranking.features import FeatureEncoder, FeatureSpec, build_feature_spec
-from tfrs_multiscene.ranking.wide import WideLogits
+from tfrs_multiscene.ranking.wide import WideLogits, own_scenario_logits
 
 EPS = 1e-7
 CVR = "conversion_given_click"
@@ -128,7 +128,7 @@ class RankingModel(tf.keras.Model):
 
     def wide_only_logits(self, inputs: dict) -> tf.Tensor:
         """The wide part's logits for each example's own scenario ``[B, H]`` (no deep part)."""
-        return tf.gather(self.wide(inputs), self.own_scenario_index(inputs), axis=1, batch_dims=1)
+        return own_scenario_logits(self.wide, self.wide.encode(inputs), self.own_scenario_index(inputs))
 
     def outputs_of_logits(self, logits: tf.Tensor) -> dict:
         """Head logits ``[..., H]`` -> output dict of ``[...]`` tensors."""

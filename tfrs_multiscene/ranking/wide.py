@@ -198,7 +198,8 @@ def table_information(model, scale: dict):
 
     @tf.function
     def batch_information(inputs, targets):
-        logits = model.wide_only_logits(inputs)
+        encoded, scenario = wide.encode(inputs), model.own_scenario_index(inputs)
+        logits = own_scenario_logits(wide, encoded, scenario)
         with tf.GradientTape(persistent=True) as tape:
             tape.watch(logits)
             outputs = model.outputs_of_logits(logits)
@@ -211,11 +212,9 @@ def table_information(model, scale: dict):
             curvature = 2.0 * tf.ones_like(p) if task == D.RATING_TASK else 1.0 / (p * (1.0 - p))
             m = tf.cast(targets[f"mask/{task}"], tf.float32) * weight
             info += (scale[task] * m * curvature)[:, None] * tf.square(slope)
-        scenario = model.own_scenario_index(inputs)
         out = {}
-        for col, lookup in wide.lookups.items():
-            idx = tf.cast(lookup(string_feature(inputs[col])), tf.int32)
-            size = lookup.vocabulary_size()
+        for col, rows in encoded["rows"].items():
+            idx, size = tf.cast(rows, tf.int32), wide.lookups[col].vocabulary_size()
             if col in wide.shared:
                 out[col] = tf.math.unsorted_segment_sum(info, idx, size)
             by_scenario = tf.math.unsorted_segment_sum(info, idx * S + scenario, size * S)
@@ -296,8 +295,9 @@ def fit_wide(model, train, valid, cfg, *, seed: int = 0, log=None) -> dict:
         return float(np.mean([float(evaluate(x, y)) for x, y in dataset]))
 
     history = {"train_loss": [], "val_loss": []}
+    task_weight = {t: float((cfg.task_weights or {}).get(t, 1.0)) for t in model.tasks}
     if solver == "lbfgs":
-        fit_round = _lbfgs_rounds(model, train, valid, cfg, variables, penalty, history, log)
+        fit_round = _lbfgs_rounds(model, train, valid, cfg, task_weight, variables, penalty, history, log)
     else:
         fit_round = _adam_rounds(model, cfg, variables, loss_of, penalty, ds, vds, mean_loss, history, log)
 
@@ -306,7 +306,7 @@ def fit_wide(model, train, valid, cfg, *, seed: int = 0, log=None) -> dict:
         # the loss is a per-task weighted mean; in summed-loss units an example's term counts
         # task_weight * n_train / (the task's total mask times weight)
         totals = task_totals(model, train)
-        scale = {t: float((cfg.task_weights or {}).get(t, 1.0)) * n_train / totals[t] for t in model.tasks}
+        scale = {t: task_weight[t] * n_train / totals[t] for t in model.tasks}
         information = table_information(model, scale)
         if solver == "adam":
             # the prior update needs the weights at the penalised optimum, not an early-stopped
@@ -323,6 +323,12 @@ def fit_wide(model, train, valid, cfg, *, seed: int = 0, log=None) -> dict:
             "prior_std": priors.stds()}
 
 
+def own_scenario_logits(wide: WideLogits, encoded: dict, scenario: tf.Tensor) -> tf.Tensor:
+    """The wide logits ``[B, H]`` of each example's own scenario (``scenario``: ``[B]`` tower
+    index) from its ``wide.encode``-d inputs."""
+    return tf.gather(wide.logits_of(encoded), scenario, axis=1, batch_dims=1)
+
+
 def fit_weights(model, examples):
     """The example weights the wide fit uses: none, except for the pooled baseline, whose one
     column per value has no other way to keep a small scenario from being drowned."""
@@ -337,7 +343,7 @@ def task_totals(model, examples) -> dict:
             for t in model.tasks}
 
 
-def _lbfgs_rounds(model, train, valid, cfg, variables, penalty, history, log):
+def _lbfgs_rounds(model, train, valid, cfg, task_weight, variables, penalty, history, log):
     """``fit_round(label, first=False) -> iterations``: full-batch L-BFGS from the current
     weights to the optimum of ``loss + penalty`` over all of ``train``. The examples are
     encoded once (table rows, standardised numbers) and the objective summed over chunks of
@@ -347,7 +353,6 @@ def _lbfgs_rounds(model, train, valid, cfg, variables, penalty, history, log):
     from tfrs_multiscene.ranking import data as D
 
     wide = model.wide
-    task_weight = {t: float((cfg.task_weights or {}).get(t, 1.0)) for t in model.tasks}
 
     def encoded_chunks(examples):
         chunks = [(wide.encode(x), model.own_scenario_index(x), y) for x, y in
@@ -356,7 +361,7 @@ def _lbfgs_rounds(model, train, valid, cfg, variables, penalty, history, log):
 
     def data_term(encoded, scenario, targets, totals):
         # this chunk's share of each task's mean loss over all the examples
-        logits = tf.gather(wide.logits_of(encoded), scenario, axis=1, batch_dims=1)
+        logits = own_scenario_logits(wide, encoded, scenario)
         _, per_task = model.loss_of_outputs(targets, model.outputs_of_logits(logits))
         weight = tf.cast(targets["weight"], tf.float32)
         return tf.add_n([task_weight[t] * per_task[t] * tf.reduce_sum(tf.cast(targets[f"mask/{t}"], tf.float32) * weight)
