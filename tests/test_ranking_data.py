@@ -32,10 +32,13 @@ def test_positive_only_log_gets_catalogue_negatives_never_seen_by_the_user():
     assert not any((u, i) in seen for u, i in zip(neg["user_id"], neg["item_id"]))
     pos = frame[frame["interaction"] == 1]
     assert ((pos["rating"] >= 4) == (pos["liked"] == 1)).all()  # liked = rating >= 4
-    assert (neg["liked"] == 0).all()
+    assert neg["liked"].isna().all()  # a sampled item was never rated: liked is unknown, not 0
     tg = D.targets(frame, ["interaction", "liked", "rating"], cfg)
-    assert tg["mask/rating"][frame["interaction"].to_numpy() == 0].sum() == 0  # no rating for negatives
-    assert tg["mask/rating"][frame["interaction"].to_numpy() == 1].min() == 1
+    sampled = frame["interaction"].to_numpy() == 0
+    for task in ("rating", "liked"):  # judgements of rated items: learnt on the rated rows only
+        assert tg[f"mask/{task}"][sampled].sum() == 0
+        assert tg[f"mask/{task}"][~sampled].min() == 1
+    assert tg["mask/interaction"].min() == 1  # interaction learns rated vs sampled
 
 
 def test_retrieval_hard_negatives_come_from_the_candidate_lists():

@@ -152,7 +152,7 @@ def test_savedmodel_signature_round_trip(tmp_path):
     np.testing.assert_allclose(out["click"].numpy(), predict(res.model, inputs)["click"], rtol=1e-5)
 
 
-def test_positive_only_log_evaluates_sampled_negatives_and_rating(tmp_path):
+def test_positive_only_log_evaluates_interaction_on_sampled_negatives_and_liked_on_rated_rows(tmp_path):
     full = tiny_tables(n=900, positives_only=True)
     inter = full.interactions
     parts = np.arange(len(inter)) % 5
@@ -164,9 +164,28 @@ def test_positive_only_log_evaluates_sampled_negatives_and_rating(tmp_path):
         {"interaction", "liked", "rating"}
     assert results["interaction"]["overall"]["model"]["impressions"] == 3 * len(split.test.interactions)
     assert results["rating"]["overall"]["model"]["impressions"] == len(split.test.interactions)
+    # liked is judged as multi-scenario benchmarks judge it: among the rows users rated
+    assert results["liked"]["overall"]["model"]["impressions"] == len(split.test.interactions)
     assert results["rating"]["overall"]["model"]["rmse"] > 0
     assert "oracle" not in results["interaction"]["overall"]
     assert results["targets"]["task"] == "liked"  # judged on the rating-derived label
+
+
+def test_evaluate_with_one_scenario_trains_no_baseline_that_is_the_model_itself(tmp_path):
+    """With one scenario, pooled and separate are the model by construction: `evaluate` says
+    so instead of training them, and prints a line before every model it trains."""
+    full = tiny_tables(n=600, scenarios=("only",), shares=(1.0,))
+    inter = full.interactions
+    parts = np.arange(len(inter)) % 10
+    part = lambda m: full.with_interactions(inter[m])  # noqa: E731
+    split = types.SimpleNamespace(train=part(parts < 7), valid=part(parts == 7), test=part(parts >= 8), info={})
+    lines = []
+    results = evaluate_ranking(split, cfg(epochs=1), tmp_path, report=False, log=lines.append)
+    assert set(results["click"]["only"]) == {"model", "oracle"}  # no pooled, no separate
+    assert set(results["skipped"]) == {"pooled", "separate"} and "same model" in results["skipped"]["pooled"]
+    assert not (tmp_path / "pooled").exists() and not (tmp_path / "separate").exists()
+    assert lines == ["ranking: the model (shared_bottom)"]
+    assert "pooled: one scenario" in format_ranking_table(results)
 
 
 def test_evaluate_reports_compared_architectures_beside_the_model(tmp_path):

@@ -143,7 +143,7 @@ def evaluate_ranking_run(run: RunDir, run_cfg: C.RunConfig, split, log=print, co
     hook = combined_hook(hook, history.load_run_history(run.path))
     log("ranking: evaluating the model beside pooled and separate baselines (trained now) and the oracle")
     ranking = evaluate_ranking(split, run_cfg.ranking, run.path, feature_hook=hook, seed=run_cfg.train.seed,
-                               compare_architectures=tuple(compare_architectures))
+                               compare_architectures=tuple(compare_architectures), log=log)
     log(format_ranking_table(ranking))
     architecture = ranking.get("model_architecture", run_cfg.ranking.architecture)
     return {"ranking": ranking, "model_architecture": architecture}

@@ -9,8 +9,10 @@ Two kinds of logs:
   uniformly from the catalogue (``negative_source="catalogue"``) or from retrieval's
   top-N for that user (``"retrieval"``, hard negatives, through ``candidate_fn``), never
   an item the user interacted with. With a rating column, ``liked`` = rating >=
-  threshold (0 for sampled negatives) and, optionally, an MSE ``rating`` task whose loss
-  is masked out on sampled negatives.
+  threshold and, optionally, an MSE ``rating`` task. Both are judgements of a rated item,
+  so their losses are masked out on sampled negatives: ``liked`` is P(liked | rated), the
+  label multi-scenario benchmarks score among the rows users actually rated, and
+  ``interaction`` carries "would the user pick this item at all".
 
 :func:`example_arrays` turns the example frame into model inputs, label/mask arrays and
 per-example weights (per-scenario balancing times an optional ``weight`` column).
@@ -30,6 +32,7 @@ from tfrs_multiscene.ranking.features import FeatureSpec
 INTERACTION = "interaction"     # task of positive-only logs
 RATING_TASK = "rating"
 OBSERVED = "_observed"          # 1 for logged rows, 0 for sampled negatives
+RATED_ONLY_TASKS = ("liked", "like", RATING_TASK)   # judged on logged rows only
 NON_IMPRESSION_LABELS = ("liked", "like")
 
 
@@ -74,9 +77,8 @@ def build_examples(tables: schema.Tables, cfg, *, seed: int = 0,
     else:
         frame = _with_sampled_negatives(tables, cfg, seed, candidate_fn)
     if "liked" in tasks and "liked" not in frame.columns:
-        frame["liked"] = (pd.to_numeric(frame[schema.RATING], errors="coerce") >= cfg.liked_threshold).astype(float)
-    if "liked" in tasks:
-        frame["liked"] = frame["liked"].fillna(0.0)
+        rating = pd.to_numeric(frame[schema.RATING], errors="coerce")
+        frame["liked"] = (rating >= cfg.liked_threshold).astype(float).where(rating.notna())
     missing = [t for t in tasks if t not in frame.columns]
     if missing:
         raise ValueError(f"task label column(s) {missing} not in the interactions ({list(frame.columns)})")
@@ -121,7 +123,7 @@ def _with_sampled_negatives(tables, cfg, seed, candidate_fn) -> pd.DataFrame:
     neg[OBSERVED] = 0.0
     for col in ("liked", "like", schema.RATING):
         if col in neg.columns:
-            neg[col] = 0.0 if col != schema.RATING else np.nan
+            neg[col] = np.nan  # unknown: a sampled item was never rated
     return pd.concat([pos, neg], ignore_index=True)
 
 
@@ -185,7 +187,7 @@ def targets(frame: pd.DataFrame, tasks, cfg) -> dict:
     for task in tasks:
         y = pd.to_numeric(frame[task], errors="coerce")
         mask = y.notna().to_numpy(np.float32)
-        if task == RATING_TASK:
+        if task in RATED_ONLY_TASKS:
             mask = mask * observed
         elif task == "conversion" and cfg.conversion_mode == "clicks_only" and "click" in tasks:
             mask = mask * (pd.to_numeric(frame["click"], errors="coerce").fillna(0).to_numpy(np.float32) > 0)

@@ -52,7 +52,8 @@ METRICS = ("auc", "gauc", "logloss", "ndcg@10")
 TABLE_COLUMNS = (*METRICS, "expected_auc", "rmse")
 COLUMN_TITLES = {"expected_auc": "E[auc]"}
 OVERALL = "overall"
-RESERVED_KEYS = ("model_architecture", "architectures", "targets", "training")
+RESERVED_KEYS = ("model_architecture", "architectures", "targets", "training", "skipped")
+ONE_SCENARIO_SKIP = "one scenario: by construction the same model as the model itself, not trained again"
 
 
 _PREDICT_FNS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -95,9 +96,8 @@ def score_table(frame, tasks, predictions: dict, k: int = 10, true_probs: Option
     for task in tasks:
         labels = frame[task].to_numpy(np.float64)
         mask_all = ~np.isnan(labels)
-        if task == D.RATING_TASK:
-            if D.OBSERVED in frame.columns:
-                mask_all &= frame[D.OBSERVED].to_numpy(np.float64) > 0
+        if task in D.RATED_ONLY_TASKS and D.OBSERVED in frame.columns:
+            mask_all &= frame[D.OBSERVED].to_numpy(np.float64) > 0  # among the rows users rated
         out[task] = {}
         for name in [OVERALL, *sorted(np.unique(scen))]:
             rows = mask_all & ((scen == name) if name != OVERALL else True)
@@ -121,8 +121,13 @@ def score_table(frame, tasks, predictions: dict, k: int = 10, true_probs: Option
 
 def evaluate_ranking(split, cfg, run_dir, feature_hook: Optional[FeatureHook] = None, *,
                      methods: Sequence[str] = METHODS, compare_architectures: Sequence[str] = (),
-                     seed: int = 42, verbose: int = 0, candidate_fn=None, report: bool = True) -> dict:
+                     seed: int = 42, verbose: int = 0, candidate_fn=None, report: bool = True,
+                     log=None) -> dict:
     """Train the model and the baselines on ``split.train``, score ``split.test``.
+
+    With one scenario the pooled and separate baselines are the model itself by construction:
+    they are not trained, and ``results["skipped"]`` says why. ``log`` (e.g. ``print``) gets a
+    line before every model that is trained.
 
     Writes ``<run_dir>/ranking/evaluation.json``, a table and a bar chart per task into the
     run's report, and returns the result dict (see the module docstring).
@@ -130,8 +135,14 @@ def evaluate_ranking(split, cfg, run_dir, feature_hook: Optional[FeatureHook] = 
     unknown = set(methods) - set(METHODS)
     if unknown or "model" not in methods:
         raise ValueError(f"methods must include 'model' and come from {METHODS}; got {list(methods)}")
+    log = log or (lambda _line: None)
+    skipped = {}
+    if len(split.train.scenarios) == 1:
+        skipped = {m: ONE_SCENARIO_SKIP for m in ("pooled", "separate") if m in methods}
+        methods = [m for m in methods if m not in skipped]
     run_dir = Path(run_dir)
     common = dict(feature_hook=feature_hook, seed=seed, verbose=verbose, candidate_fn=candidate_fn)
+    log(f"ranking: the model ({cfg.architecture})")
     main = train_ranking(split, cfg, run_dir, name="ranking", **common)
     spec = main.model.spec
     test = D.build_examples(split.test, cfg, seed=seed + 2, candidate_fn=candidate_fn, tasks=spec.tasks)
@@ -144,6 +155,7 @@ def evaluate_ranking(split, cfg, run_dir, feature_hook: Optional[FeatureHook] = 
     predictions = {"model": preds_of(main.model)}
     training = {"model": main.info}
     if "pooled" in methods:
+        log("ranking: the pooled baseline (one scenario-blind model)")
         pooled = train_ranking(split, cfg, run_dir, name="pooled", pooled=True, **common)
         blind = scenario_blind_hook(feature_hook)
         predictions["pooled"] = preds_of(pooled.model, test, blind(test) if blind is not None else None)
@@ -151,7 +163,8 @@ def evaluate_ranking(split, cfg, run_dir, feature_hook: Optional[FeatureHook] = 
     if "separate" in methods:
         sep = {t: np.full(len(test), np.nan) for t in tasks}
         training["separate"] = {}
-        for scenario in split.train.scenarios:
+        for k, scenario in enumerate(split.train.scenarios):
+            log(f"ranking: the separate baseline of scenario {scenario!r} ({k + 1} of {len(split.train.scenarios)})")
             res = train_ranking(split, cfg, run_dir, name=f"separate/{scenario}", scenario=scenario, **common)
             rows = (test[schema.SCENARIO].astype(str) == scenario).to_numpy()
             if rows.any():
@@ -172,6 +185,7 @@ def evaluate_ranking(split, cfg, run_dir, feature_hook: Optional[FeatureHook] = 
     for arch in compare_architectures:
         if arch == cfg.architecture:
             continue
+        log(f"ranking: the compared architecture {arch}")
         res = train_ranking(split, dataclasses.replace(cfg, architecture=arch), run_dir, name=f"arch_{arch}", **common)
         arch_results[arch] = score_table(test, tasks, {arch: preds_of(res.model)}, true_probs=truth)
         training[f"arch_{arch}"] = res.info
@@ -182,6 +196,8 @@ def evaluate_ranking(split, cfg, run_dir, feature_hook: Optional[FeatureHook] = 
     if task is not None:
         results["targets"] = check_targets(results, task, paired_significance(test, task, predictions, seed=seed))
     results["training"] = training
+    if skipped:
+        results["skipped"] = skipped
 
     out_dir = run_dir / "ranking"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -321,6 +337,7 @@ def format_ranking_table(results: dict) -> str:
         lines.append(f"on the AUC expected under the true probabilities, model >= pooled and separate on every "
                      f"scenario: {t['model_beats_baselines_everywhere_expected']}")
     lines += _significance_lines(t)
+    lines += [f"{method}: {why}" for method, why in (results.get("skipped") or {}).items()]
     return "\n".join(lines)
 
 
