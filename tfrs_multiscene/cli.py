@@ -77,6 +77,15 @@ def build_configs(args: argparse.Namespace) -> dict:
     return configs
 
 
+def explicit_fields(args: argparse.Namespace) -> set:
+    """``"section.field"`` of every setting the user gave (a flag or a --config file value)."""
+    names = {k for k in vars(args) if "." in k}
+    if getattr(args, "config_file", None):
+        for section, values in C.load_config_file(args.config_file).items():
+            names |= {f"{section}.{k}" for k in (values or {})}
+    return names
+
+
 # Commands whose arguments belong to another program (a benchmark script, the Beam pipeline):
 # everything after the command name is handed over untouched.
 PASS_THROUGH = ("benchmark", "preprocess")

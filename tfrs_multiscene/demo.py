@@ -68,7 +68,8 @@ def run_demo(demo: C.DemoConfig) -> dict:
         if stale.exists():
             shutil.rmtree(stale)
             print(f"removed the previous demo's {stale}")
-    summary = train_run(run_cfg, verbose=1)
+    quick_fields = {"retrieval.epochs", "ranking.epochs"} if demo.quick else set()
+    summary = train_run(run_cfg, verbose=1, explicit=quick_fields)
     timings["train"] = time.time() - started
 
     started = _step("3/6 evaluate beside popularity, item-kNN, EASE, TF-IDF and the TFRS tutorial recipe")

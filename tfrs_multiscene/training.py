@@ -61,8 +61,15 @@ def prepare_split(run: RunDir, run_cfg: C.RunConfig, report: Report, log=print):
     return split
 
 
-def train_run(run_cfg: C.RunConfig, verbose: int = 1, log=print) -> dict:
-    """Train the stages ``run_cfg.train.stages`` asks for; returns a summary dict."""
+def train_run(run_cfg: C.RunConfig, verbose: int = 1, log=print, explicit=None) -> dict:
+    """Train the stages ``run_cfg.train.stages`` asks for; returns a summary dict.
+
+    Settings the data decides (``settings_from_data``) are derived from the training split
+    unless ``explicit`` is None; ``explicit`` names the ``"section.field"`` settings the
+    user set, which keep their values. The effective configuration goes to
+    ``RUN/config.json``, the choices and their reasons to ``RUN/settings_from_data.json``
+    and the report.
+    """
     from tfrs_multiscene import distribute
     from tfrs_multiscene.retrieval.train import train_retrieval
 
@@ -79,8 +86,10 @@ def train_run(run_cfg: C.RunConfig, verbose: int = 1, log=print) -> dict:
     run.save_config(run_cfg)
     report = Report(run.path)
     split = prepare_split(run, run_cfg, report, log)
+    summary = {"run_dir": str(run.path), "stages": run_cfg.train.stages}
+    if explicit is not None:
+        run_cfg, summary["settings_from_data"] = settings_from_data(run, run_cfg, split, explicit, report, log)
     stages = run_cfg.train.stages
-    summary = {"run_dir": str(run.path), "stages": stages}
 
     retrieval_model = None
     if stages in ("both", "retrieval"):
@@ -99,6 +108,21 @@ def train_run(run_cfg: C.RunConfig, verbose: int = 1, log=print) -> dict:
         _ranking_stage(run, run_cfg, split, retrieval_model, summary, report, verbose, log)
     (run.path / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
+
+
+def settings_from_data(run: RunDir, run_cfg: C.RunConfig, split, explicit, report: Report, log=print):
+    """``(effective RunConfig, [choice dicts])`` for ``split.train``; saved into the run."""
+    from tfrs_multiscene.settings_from_data import DataProfile, derive_settings, format_choices
+
+    profile = DataProfile.of(split.train, run_cfg.retrieval.positive_task, run_cfg.ranking.negatives_per_positive)
+    run_cfg, choices = derive_settings(run_cfg, profile, explicit)
+    text = format_choices(choices)
+    log(text)
+    run.save_config(run_cfg)
+    record = {"profile": profile.to_dict(), "choices": [c.to_dict() for c in choices]}
+    (run.path / "settings_from_data.json").write_text(json.dumps(json_safe(record), indent=2))
+    report.add("Settings from the data", "```\n" + text + "\n```", order=15)
+    return run_cfg, record["choices"]
 
 
 def _ranking_stage(run: RunDir, run_cfg: C.RunConfig, split, retrieval_model, summary: dict, report: Report,

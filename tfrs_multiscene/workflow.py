@@ -74,7 +74,7 @@ def run_validate(args, data: C.DataConfig) -> int:
 
 
 def run_train(args, **sections) -> int:
-    from tfrs_multiscene.cli import run_config_from
+    from tfrs_multiscene.cli import explicit_fields, run_config_from
     from tfrs_multiscene.training import DataRejected, train_run
 
     run_cfg = run_config_from(sections)
@@ -82,7 +82,7 @@ def run_train(args, **sections) -> int:
         raise UserError("train needs --data DIR (tables or a public data set download) or --examples DIR "
                         "(from `tfrs-multiscene preprocess`); `tfrs-multiscene generate --out DIR` makes a data set")
     try:
-        summary = train_run(run_cfg)
+        summary = train_run(run_cfg, explicit=explicit_fields(args))
     except DataRejected as err:
         print(f"error: {err}")
         return 1
