@@ -151,3 +151,49 @@ def test_detect_adapter_from_files(tmp_path):
     assert detect_adapter(FIXTURES / "mind") == "mind"
     assert detect_adapter(FIXTURES / "amazon") == "amazon"
     assert detect_adapter(FIXTURES / "canonical" / "csv") is None
+
+
+def _amazon_dir(tmp_path, with_meta=("Books",), without_meta=("Toys",)):
+    """Review files for ``with_meta`` + ``without_meta`` categories, metadata for the first only."""
+    import json
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    for cat in with_meta + without_meta:
+        reviews = [{"reviewerID": f"U{u}", "asin": f"{cat}-{j}", "overall": float(1 + (u + j) % 5),
+                    "unixReviewTime": 1_500_000_000 + 10 * u + j} for u in range(4) for j in range(3)]
+        (tmp_path / f"{cat}_5.json").write_text("".join(json.dumps(r) + "\n" for r in reviews))
+    for cat in with_meta:
+        meta = [{"asin": f"{cat}-{j}", "title": f"{cat} title {j}", "main_cat": cat} for j in range(3)]
+        (tmp_path / f"meta_{cat}.json").write_text("".join(json.dumps(m) + "\n" for m in meta))
+    return tmp_path
+
+
+def test_amazon_reviews_without_metadata_become_id_only_items(tmp_path):
+    from tfrs_multiscene.config import DataConfig
+    from tfrs_multiscene.data.loading import load_tables
+
+    data = _amazon_dir(tmp_path / "data")
+    tables, report = load_tables(DataConfig(data=str(data), format="amazon"), quarantine_dir=tmp_path / "q")
+    assert report.ok and report.counts["interactions"].used == 24 and report.id_only_items == 3
+    assert tables.scenarios == ["Books", "Toys"]
+    titles = tables.items.set_index("item_id")["title"]
+    assert titles["Books-0"] == "Books title 0" and (titles[[f"Toys-{j}" for j in range(3)]] == "").all()
+    assert "3 items without metadata kept as id-only items" in report.format_summary()
+    # off: the reviews of the category without metadata are quarantined
+    _, off = load_tables(DataConfig(data=str(data), format="amazon", id_only_items=False), quarantine_dir=tmp_path / "q")
+    assert off.counts["interactions"].quarantined == 12 and off.id_only_items == 0
+    assert off.kind_counts()["interactions"] == {"item not in the item table": 12}
+
+
+def test_amazon_review_only_directory(tmp_path):
+    from tfrs_multiscene.config import DataConfig
+    from tfrs_multiscene.data.adapters import raw_amazon
+    from tfrs_multiscene.data.loading import load_tables
+
+    data = _amazon_dir(tmp_path / "data", with_meta=(), without_meta=("Toys", "Tools"))
+    tables, report = load_tables(DataConfig(data=str(data), format="amazon"))
+    assert report.ok and report.counts["interactions"].used == 24 and report.id_only_items == 6
+    assert len(tables.items) == 6 and (tables.items["title"] == "").all()
+    assert sorted(tables.scenarios) == ["Tools", "Toys"]
+    with pytest.raises(FileNotFoundError, match=r"data: no Amazon 2018 metadata files .*--id-only-items"):
+        raw_amazon(data, id_only_items=False)

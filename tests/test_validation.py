@@ -177,3 +177,54 @@ def test_required_column_absent_from_some_jsonl_rows(tmp_path):
     problems = [(p.row, p.field) for p in report.errors if p.table == "items"]
     assert problems == [(None, "item_id"), (1, "item_id"), (None, "title")]
     assert report.counts["items"].quarantined == 1
+
+
+def test_summary_counts_problems_by_kind_not_by_row():
+    """5 duplicate rows (of 5 different first rows) are one kind of problem: one summary line."""
+    users = [f"u{i}" for i in range(8)]
+    inter = pd.DataFrame({"user_id": users + users[:5], "item_id": ["i1"] * 13, "scenario": ["home"] * 13})
+    _, report = _check(inter)
+    dups = [p for p in report.errors if p.table == "interactions"]
+    assert len(dups) == 5 and len({p.reason for p in dups}) == 5  # the detail per row keeps the first row
+    assert {p.kind for p in dups} == {"duplicate of an earlier interaction (identical in every column)"}
+    assert report.kind_counts()["interactions"] == {"duplicate of an earlier interaction (identical in every column)": 5}
+    text = report.format_summary(max_problems=2)
+    by_kind = text.split("by kind of problem:")[1].splitlines()
+    assert [line.strip() for line in by_kind if line.startswith("    ")] == [
+        "interactions: 5 x duplicate of an earlier interaction (identical in every column)"]
+    assert report.to_dict()["reason_kinds"]["interactions"] == {
+        "duplicate of an earlier interaction (identical in every column)": 5}
+
+
+def test_duplicate_items_and_reader_errors_have_row_free_kinds(tmp_path):
+    from tfrs_multiscene.data.validation import reason_kind
+
+    items = pd.DataFrame({"item_id": ["i1", "i2", "i3", "i1", "i2", "i1"], "title": list("ABCDEF")})
+    _, report = _check(_inter(), items=items, quarantine_dir=tmp_path)
+    assert report.kind_counts()["items"] == {"duplicate item_id": 3}
+    detail = pd.read_csv(tmp_path / "quarantine_items.csv", dtype=str)["reason"].tolist()
+    assert detail == ["duplicate item_id; first at row 1", "duplicate item_id; first at row 2",
+                      "duplicate item_id; first at row 1"]
+    assert reason_kind("non-UTF-8 text (bytes \\xff)") == "non-UTF-8 text"
+    assert reason_kind("expected 3 fields separated by ',', found 5") == "expected 3 fields separated by ',', found N"
+    assert reason_kind("not valid JSON: Expecting value at column 7") == "not valid JSON: Expecting value at column N"
+    assert reason_kind("cannot derive scenario from age: user 'u7' has no valid row in u.user") == \
+        "cannot derive scenario from age: user <id> has no valid row in u.user"
+    assert reason_kind("rating outside its range [1.0, 5.0]") == "rating outside its range [1.0, 5.0]"
+
+
+def test_id_only_items_keep_interactions_of_items_without_a_row():
+    inter = _inter(item_id=["i1", "x9", "x8"])
+    _, strict = _check(inter)
+    assert strict.counts["interactions"].quarantined == 2 and strict.id_only_items == 0
+    tables, report = _check(inter, id_only_items=True)
+    assert report.counts["interactions"].used == 3 and report.id_only_items == 2
+    assert report.counts["items"].read == 3  # the item table's own counts are unchanged
+    added = tables.items.set_index("item_id").loc[["x9", "x8"]]
+    assert added["title"].tolist() == ["", ""] and added["price"].isna().all()
+    assert "2 items without metadata kept as id-only items" in report.format_summary()
+    assert report.to_dict()["id_only_items"] == 2
+    # no item table at all: every item is id-only
+    tables, report = validate_tables(inter, None, id_only_items=True)
+    assert report.id_only_items == 3 and tables.items["item_id"].tolist() == ["i1", "x9", "x8"]
+    assert tables.items["title"].tolist() == ["", "", ""] and "items" not in report.counts and report.ok

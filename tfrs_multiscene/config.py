@@ -47,6 +47,7 @@ class DataConfig:
     tasks: list = option([], "--tasks", "Label columns that are tasks. Default: the known label columns present.")
     liked_threshold: float = option(4.0, "--liked-threshold", "Ratings at or above this make the derived 'liked' label 1.")
     chunk_rows: int = option(200_000, "--chunk-rows", "Rows per chunk when streaming CSV/Parquet/TFRecord.")
+    id_only_items: bool = option(True, "--id-only-items", "Amazon: keep reviews of items without metadata (no meta_* file, or not in it) with id-only items (empty title), counted in the validation report; --no-id-only-items quarantines them.")
 
 
 @dataclasses.dataclass

@@ -50,8 +50,11 @@ def read_raw(cfg: DataConfig) -> RawTables:
         kwargs = {"chunk_rows": cfg.chunk_rows}
         if cfg.scenario_from:
             kwargs["scenario_from"] = cfg.scenario_from
-        if "liked_threshold" in inspect.signature(reader).parameters:
+        parameters = inspect.signature(reader).parameters
+        if "liked_threshold" in parameters:
             kwargs["liked_threshold"] = cfg.liked_threshold
+        if "id_only_items" in parameters:  # adapters whose items may lack metadata (Amazon)
+            kwargs["id_only_items"] = cfg.id_only_items
         try:
             return reader(path, **kwargs)
         except DataOptionError as err:  # e.g. an unknown --scenario-from for this data set

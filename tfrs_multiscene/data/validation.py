@@ -14,13 +14,20 @@ Rules (each problem names table, file, row and field):
 * values outside their range: labels not in {0, 1}, ``weight`` < 0, ``true_p_*`` outside
   [0, 1], ``rating`` outside ``rating_range`` when given, non-finite numbers;
 * unknown scenarios (when the allowed ``scenarios`` are given);
-* interactions whose item is absent from the item table;
+* interactions whose item is absent from the item table (unless ``id_only_items``: then
+  each such item joins the item table as an id-only item with empty text, counted in
+  ``ValidationReport.id_only_items``; the Amazon adapter's default, for reviews without
+  metadata);
 * non-UTF-8 text and undecodable rows, as flagged by the readers (``_error`` column).
 
 Rows failing any rule are quarantined (the first failing rule is the reason). For each
 table ``read == used + quarantined`` holds by construction. Quarantined rows are written,
 with their original values and ``file,row,field,reason,value`` columns, to
 ``<quarantine_dir>/quarantine_<table>.csv``.
+
+Each problem has a ``reason`` (the full text, with row-specific details such as the row of
+a duplicate's first occurrence: kept per row in the quarantine files) and a ``kind`` (the
+reason without those details, :func:`reason_kind`); the summary counts problems by kind.
 """
 
 from __future__ import annotations
@@ -72,6 +79,23 @@ def liked_from_rating(ratings: pd.Series, threshold: float) -> pd.Series:
 
 # --------------------------------------------------------------------------- report
 
+_ROW_SPECIFIC = (
+    (re.compile(r"\s*\((?:bytes|got)\b[^)]*\)"), ""),                               # offending bytes / values
+    (re.compile(r"\b(rows?|records?|columns?|lines?|found|got)\s+\d+"), r"\1 N"),     # row / column numbers
+    (re.compile(r"\b(user|item)\s+(?:'[^']*'|\"[^\"]*\")"), r"\1 <id>"),            # quoted ids
+)
+
+
+def reason_kind(reason: str) -> str:
+    """The kind of problem a reason describes: the reason without its row-specific parts
+    (row, record, column and line numbers, quoted ids, offending bytes), so that problems
+    of one kind can be counted together. ``"duplicate of the interaction at row 12"`` ->
+    ``"duplicate of the interaction at row N"``."""
+    kind = str(reason)
+    for pattern, replacement in _ROW_SPECIFIC:
+        kind = pattern.sub(replacement, kind)
+    return kind.strip()
+
 
 @dataclasses.dataclass
 class Problem:
@@ -84,6 +108,11 @@ class Problem:
     reason: str
     value: str = ""
     severity: str = "error"  # "error" (row quarantined / file unusable) or "warning"
+    kind: str = ""  # the reason without row-specific parts (default: reason_kind(reason))
+
+    def __post_init__(self):
+        if not self.kind:
+            self.kind = reason_kind(self.reason)
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.row}" if self.row is not None else self.file
@@ -108,6 +137,7 @@ class ValidationReport:
     problems: list = dataclasses.field(default_factory=list)      # [Problem]
     quarantine_files: dict = dataclasses.field(default_factory=dict)  # table -> Path
     summary: dict = dataclasses.field(default_factory=dict)       # Tables.summary()
+    id_only_items: int = 0  # items without an item-table row, kept with empty text (id_only_items)
 
     @property
     def errors(self) -> list:
@@ -152,17 +182,29 @@ class ValidationReport:
             "files": dict(self.files),
             "problems": [dataclasses.asdict(p) for p in self.problems],
             "reasons": self.reason_counts(),
+            "reason_kinds": self.kind_counts(),
+            "id_only_items": int(self.id_only_items),
             "quarantine_files": {t: str(p) for t, p in self.quarantine_files.items()},
             "summary": self.summary,
         }
 
     def reason_counts(self) -> dict:
-        """{table: {reason: number of problems}} (warnings included)."""
+        """{table: {reason: number of problems}} (warnings included), by the full reason text
+        (as in the quarantine files' ``reason`` column)."""
         out: dict = {}
         for p in self.problems:
             out.setdefault(p.table, {}).setdefault(p.reason, 0)
             out[p.table][p.reason] += 1
         return out
+
+    def kind_counts(self) -> dict:
+        """{table: {kind: number of problems}} (warnings included), most frequent first: the
+        reasons without their row-specific parts (``Problem.kind``)."""
+        out: dict = {}
+        for p in self.problems:
+            out.setdefault(p.table, {}).setdefault(p.kind, 0)
+            out[p.table][p.kind] += 1
+        return {t: dict(sorted(kinds.items(), key=lambda kv: -kv[1])) for t, kinds in out.items()}
 
     def format_summary(self, max_problems: int = 20) -> str:
         """A human-readable table of counts, then the problems (first ``max_problems``)."""
@@ -180,13 +222,15 @@ class ValidationReport:
                 f"usable: {s.get('interactions', 0)} interactions, {s.get('users', 0)} users, "
                 f"{s.get('items', 0)} items ({s.get('items_with_title', 0)} with titles), "
                 f"scenarios {s.get('scenarios', [])}, tasks {s.get('tasks', [])}")
+        if self.id_only_items:
+            lines.append(f"{self.id_only_items} items without metadata kept as id-only items (empty title)")
         if self.problems:
             lines.append(f"{len(self.errors)} error(s), {len(self.warnings)} warning(s):")
             lines.extend(f"  {p}" for p in self.problems[:max_problems])
             if len(self.problems) > max_problems:
-                lines.append(f"  ... {len(self.problems) - max_problems} more; by reason:")
-                for table, reasons in self.reason_counts().items():
-                    lines.extend(f"    {table}: {n} x {r}" for r, n in reasons.items())
+                lines.append(f"  ... {len(self.problems) - max_problems} more; by kind of problem:")
+                for table, kinds in self.kind_counts().items():
+                    lines.extend(f"    {table}: {n} x {k}" for k, n in kinds.items())
         for table, path in self.quarantine_files.items():
             lines.append(f"quarantined {table} rows written to {path}")
         lines.append("OK" if self.ok else "NOT OK: rows were quarantined or files are unusable")
@@ -321,14 +365,19 @@ class _Flags:
         self.field = np.full(n, None, object)
         self.reason = np.full(n, None, object)
         self.value = np.full(n, "", object)
+        self.kind = np.full(n, None, object)
 
-    def flag(self, mask, field: str | None, reason, values: pd.Series | None = None):
+    def flag(self, mask, field: str | None, reason, values: pd.Series | None = None, kind: str | None = None):
+        """Flag the rows of ``mask`` not flagged yet; ``reason`` is one text or per-row texts,
+        ``kind`` the reason without row-specific parts (default: ``reason_kind`` of each)."""
         mask = np.asarray(mask, bool) & ~self.bad
         if not mask.any():
             return
         self.bad |= mask
         self.field[mask] = field
         self.reason[mask] = reason if isinstance(reason, str) else np.asarray(reason, object)[mask]
+        if kind is not None:
+            self.kind[mask] = kind
         if values is not None:
             self.value[mask] = [("" if _is_blank(v) else str(v))[:200] for v in np.asarray(values, object)[mask]]
 
@@ -511,6 +560,7 @@ class TableChecker:
             hashable = pd.DataFrame({c: out[c].astype(str) if out[c].dtype == object else out[c] for c in cols})
             keys = pd.util.hash_pandas_object(hashable, index=False).to_numpy()
             what = "duplicate of the interaction at row"
+            kind = "duplicate of an earlier interaction (identical in every column)"
             field = None
         else:
             col = ID_COLUMN[self.table]
@@ -518,6 +568,7 @@ class TableChecker:
                 return
             keys = out[col].to_numpy(object)
             what = f"duplicate {col}; first at row"
+            kind = f"duplicate {col}"
             field = col
         rows = out[ROW].to_numpy()
         live = np.flatnonzero(~flags.bad & pd.notna(keys))
@@ -533,7 +584,7 @@ class TableChecker:
         dup[live[is_dup]] = True
         reasons = np.full(len(out), None, object)
         reasons[live[is_dup]] = [f"{what} {f}" for f in first[is_dup]]
-        flags.flag(dup, field, reasons)
+        flags.flag(dup, field, reasons, kind=kind)
 
     def _keep(self, frame, out, flags):
         good = out.loc[~flags.bad]
@@ -548,9 +599,11 @@ class TableChecker:
             data = bad.drop(columns=[c for c in (ROW, FILE) if c in bad.columns]).reset_index(drop=True)
             self.bad.append(pd.concat([info, data.astype(object)], axis=1))
             self.counts.quarantined += len(bad)
-            for f, r, fld, why, val in info.itertuples(index=False):
+            kinds = flags.kind[flags.bad]
+            for (f, r, fld, why, val), kind in zip(info.itertuples(index=False), kinds):
                 fld = None if _is_blank(fld) else str(fld)
-                self.problems.append(Problem(self.table, str(f), int(r), fld, str(why), str(val)))
+                self.problems.append(Problem(self.table, str(f), int(r), fld, str(why), str(val),
+                                             kind="" if kind is None else str(kind)))
 
     # ---- results
 
@@ -598,6 +651,8 @@ class RawTables:
     Each table is a DataFrame or an iterable of chunks with ``_row`` (and optionally
     ``_error``, ``_error_field``, ``_file``) columns; ``files`` maps table -> the file cited
     in problems; ``rating_range`` and ``column_types`` add adapter-specific checks.
+    ``id_only_items``: interactions with items absent from the item table (or all of them,
+    when ``items`` is None) are kept with id-only items instead of being quarantined.
     """
 
     interactions: Chunks
@@ -608,12 +663,41 @@ class RawTables:
     column_types: dict = dataclasses.field(default_factory=dict)
     name: str = ""
     typed: tuple = ()  # tables read from typed formats: their numeric-looking text stays text
+    id_only_items: bool = False
 
     def validate(self, scenarios=(), tasks=(), quarantine_dir=None):
         """:func:`validate_tables` on these tables -> ``(Tables, ValidationReport)``."""
         return validate_tables(self.interactions, self.items, self.users, files=self.files, scenarios=scenarios,
                                tasks=tasks, rating_range=self.rating_range, column_types=self.column_types,
-                               quarantine_dir=quarantine_dir, name=self.name, typed=self.typed)
+                               quarantine_dir=quarantine_dir, name=self.name, typed=self.typed,
+                               id_only_items=self.id_only_items)
+
+
+def _with_id_only_items(items: pd.DataFrame | None, interactions: pd.DataFrame) -> tuple:
+    """``(items + one id-only row per interaction item absent from items, number added)``;
+    id-only rows have empty text columns (and empty / missing other columns)."""
+    columns = list(items.columns) if items is not None else list(REQUIRED["items"]) + [S.DESCRIPTION]
+    present = pd.Index([]) if items is None or not len(items) else pd.Index(items[S.ITEM_ID].astype(str))
+    used = pd.unique(interactions[S.ITEM_ID].astype(str)) if S.ITEM_ID in interactions.columns else []
+    missing = [i for i, known in zip(used, pd.Index(used).isin(present)) if not known]
+    if items is None:
+        items = pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
+    if not missing:
+        return items, 0
+    extra = {}
+    for col in columns:
+        if col == S.ITEM_ID:
+            extra[col] = pd.Series(missing, dtype=object)
+        elif pd.api.types.is_numeric_dtype(items[col].dtype) and not pd.api.types.is_bool_dtype(items[col].dtype):
+            extra[col] = pd.Series(np.nan, index=range(len(missing)), dtype=float)
+        else:
+            extra[col] = pd.Series("", index=range(len(missing)), dtype=object)
+    added = pd.DataFrame(extra, columns=columns)
+    combined = pd.concat([items, added], ignore_index=True) if len(items) else added
+    for col in (S.ITEM_ID,) + TEXT_COLUMNS["items"]:
+        if col in combined.columns:
+            combined[col] = combined[col].astype(str)
+    return combined, len(missing)
 
 
 def _chunks(source: Chunks):
@@ -638,7 +722,7 @@ def write_quarantine(rows: pd.DataFrame, path) -> Path:
 
 def validate_tables(interactions: Chunks, items: Chunks, users: Chunks = None, *, files: dict | None = None,
                     scenarios=(), tasks=(), rating_range=None, column_types: dict | None = None,
-                    quarantine_dir=None, name: str = "", typed=()):
+                    quarantine_dir=None, name: str = "", typed=(), id_only_items: bool = False):
     """Check the three tables and split every row into used or quarantined.
 
     Each table is a DataFrame or an iterable of chunks as :func:`formats.read_table`
@@ -646,8 +730,12 @@ def validate_tables(interactions: Chunks, items: Chunks, users: Chunks = None, *
     ``_file`` per row). ``users=None`` means there is no user table. ``files`` maps table ->
     the file name cited in problems. ``column_types`` maps table -> {column: "int"|"float"}
     for adapter-specific typed columns. Optional text columns whose every value is a number
-    become numeric, except in the ``typed`` tables (read from Parquet/JSONL/TFRecord). Returns ``(Tables, ValidationReport)``; the Tables
-    hold only the valid rows.
+    become numeric, except in the ``typed`` tables (read from Parquet/JSONL/TFRecord).
+    ``id_only_items``: an interaction whose item is not in the item table (every interaction
+    when ``items`` is None: no item table) is kept, and its item is added to the item table
+    with empty text (``report.id_only_items`` counts them); otherwise it is quarantined.
+    Returns ``(Tables, ValidationReport)``; the Tables hold only the valid rows (plus the
+    id-only items).
     """
     files = dict(files or {})
     column_types = column_types or {}
@@ -655,11 +743,13 @@ def validate_tables(interactions: Chunks, items: Chunks, users: Chunks = None, *
     checkers = {}
     order = [("items", items), ("users", users), ("interactions", interactions)]
     known_items = None
+    items_frame = None
     for table, source in order:
         if source is None:
             continue
         file = str(files.get(table, table))
-        checker = TableChecker(table, file, known_items=known_items if table == "interactions" else None,
+        check_items = table == "interactions" and not id_only_items
+        checker = TableChecker(table, file, known_items=known_items if check_items else None,
                                scenarios=scenarios if table == "interactions" else (),
                                tasks=tasks if table == "interactions" else (),
                                rating_range=rating_range, column_types=column_types.get(table),
@@ -682,6 +772,8 @@ def validate_tables(interactions: Chunks, items: Chunks, users: Chunks = None, *
         bad = checker.quarantined_rows()
         if bad is not None and quarantine_dir is not None:
             report.quarantine_files[table] = write_quarantine(bad, Path(quarantine_dir) / f"quarantine_{table}.csv")
+    if id_only_items:
+        frames["items"], report.id_only_items = _with_id_only_items(frames.get("items"), frames["interactions"])
     present_tasks = tuple(t for t in (tasks or ()) if t in frames["interactions"].columns)
     result = S.Tables(frames["interactions"], frames["items"], frames.get("users"), present_tasks, name)
     report.summary = result.summary() if len(result.interactions.columns) else {}

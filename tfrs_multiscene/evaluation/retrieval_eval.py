@@ -24,6 +24,15 @@ items only) and computes:
   20% included), tail = the least popular items holding the last 20% (plus items never seen
   in training), torso = the rest.
 
+Users without history: score functions score the rows of the training index, so a user
+with no training interaction (e.g. on a cold-item split, a user whose every interaction is
+on a held-out item) has no row. Such users are left out of every comparison, overall and
+cold start alike (with no history, each method's list for them says nothing about how it
+uses a user's history on new items), and counted in ``split``: ``users_without_history``
+(distinct test users left out), ``test_interactions_unknown_user`` (their test
+interactions) and ``known_interactions_without_history`` (their known, i.e. validation,
+interactions, which are history of nobody scored).
+
 Ties in scores are broken by the lower item column (deterministic), which matters for
 methods that give many items the same score (e.g. popularity over cold items).
 
@@ -62,6 +71,7 @@ DEFINITIONS = {
     "cold_start": "recall@K: candidates = cold items only; recall_all@K: candidates = all items (seen excluded); relevant = the user's cold test items",
     "oracle_popularity": "cold start only: cold items ranked by their number of test users, read from the test labels (no method can; the share of cold-start recall that item popularity alone explains)",
     "activity": "terciles of evaluated users' training item counts",
+    "users_without_history": "test users with no training interaction (no row in the training index, e.g. every interaction on held-out cold items): left out of every comparison and counted",
     "popularity_share": "head = most popular items holding the first 20% of training interactions, tail = least popular holding the last 20% (and unseen items), torso = the rest",
 }
 
@@ -195,7 +205,10 @@ def evaluate_retrieval(
       train, test: the known interactions (training, plus validation when the run has it:
         what the system knows when the test period starts) and the test part; ``train``'s
         positives are the seen items that standard lists exclude.
-      index: user/item index; test interactions of users outside it are counted, not scored.
+      index: user/item index (users of the training part); users outside it have no training
+        history: they are left out, not scored, and counted (``split.users_without_history``,
+        ``test_interactions_unknown_user``, ``known_interactions_without_history``); their
+        known interactions (e.g. validation rows on cold items) are not used.
       ks: cut-offs; those above the catalogue size are dropped (recorded in ``split``).
       item_embeddings: ``[n_items, D]`` dense or sparse, enables ``diversity@K``.
       cold_items: item ids held out of training (a cold-item split) -> ``cold_start``.
@@ -208,7 +221,9 @@ def evaluate_retrieval(
     if not ks:
         raise ValueError(f"no cut-off in ks fits a catalogue of {n_items} items")
     kmax = ks[-1]
-    seen = index.matrix(train, "binary", positive_label)
+    known_pos = InteractionIndex.positives(train, positive_label)
+    known_without_history = int((index.user_rows(known_pos[USER_ID]) < 0).sum())
+    seen = index.matrix(train, "binary", positive_label, unknown_users="drop")
     item_prob = M.item_probabilities(seen)
     pop_group = popularity_groups(seen)
     cold_cols = None
@@ -223,9 +238,11 @@ def evaluate_retrieval(
     known = index.user_rows(test_pos[USER_ID]) >= 0
     scenarios = sorted(test_pos[SCENARIO].astype(str).unique().tolist())
     split = {
-        "train_interactions": int(len(InteractionIndex.positives(train, positive_label))),
+        "train_interactions": int(len(known_pos)),
         "test_interactions": int(len(test_pos)),
         "test_interactions_unknown_user": int((~known).sum()),
+        "users_without_history": int(test_pos[USER_ID].astype(str)[~known].nunique()),
+        "known_interactions_without_history": known_without_history,
         "users": index.n_users, "items": n_items, "ks": ks, "positive_label": positive_label,
         "scenarios": scenarios, "cold_items": 0 if cold_cols is None else int(cold_cols.size),
         "popular_items": {g: int((pop_group == i).sum()) for i, g in enumerate(POPULARITY_GROUPS)},

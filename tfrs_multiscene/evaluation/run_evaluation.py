@@ -84,7 +84,13 @@ def _text_table(model, items: pd.DataFrame):
 
 
 def cold_start_run(run: RunDir, run_cfg: C.RunConfig, ecfg: C.EvaluateConfig, split, log=print) -> dict:
-    """Train the same two-tower on a cold-item split of the run's data; compare on cold items."""
+    """Train the same two-tower on a cold-item split of the run's data; compare on cold items.
+
+    Users whose every interaction is on held-out (test or validation) cold items have no
+    training history and no row in the training index: they are left out of the comparison
+    (no method scores them) and counted in ``split.users_without_history`` (their test
+    interactions in ``split.test_interactions_without_history``), see ``retrieval_eval``.
+    """
     from tfrs_multiscene.data.splits import make_split
     from tfrs_multiscene.retrieval.train import train_retrieval
 
@@ -102,7 +108,12 @@ def cold_start_run(run: RunDir, run_cfg: C.RunConfig, ecfg: C.EvaluateConfig, sp
                             cold_items=cold.info["test_items"])
     cold_start = out["retrieval"].get("cold_start", {})
     cold_start["split"] = {"kind": "cold_item", "held_out_items": len(cold.info["test_items"]),
-                           "seed": cold_cfg.seed, "test_fraction": cold_cfg.test_fraction}
+                           "seed": cold_cfg.seed, "test_fraction": cold_cfg.test_fraction,
+                           "users_without_history": out["split"]["users_without_history"],
+                           "test_interactions_without_history": out["split"]["test_interactions_unknown_user"]}
+    if cold_start["split"]["users_without_history"]:
+        log(f"cold start: {cold_start['split']['users_without_history']} users without training history "
+            f"(every interaction on a held-out item) left out of the comparison")
     return cold_start
 
 

@@ -13,6 +13,14 @@ else the first of ``category``). There is no user table.
 so several files give several scenarios), ``category`` (the item's category) or ``none``.
 An item listed in several metadata files (or twice in one) is a duplicate item id and is
 quarantined after its first occurrence.
+
+``id_only_items`` (``DataConfig.id_only_items``, ``--id-only-items``; on by default): a
+reviewed item without metadata (its category has no ``meta_*`` file, or the file lacks
+it) is kept as an id-only item (empty title and description) with its reviews, and the
+validation report counts these items ("N items without metadata kept as id-only
+items"). A directory of review files alone is then accepted. Off
+(``--no-id-only-items``): such reviews are quarantined ("item not in the item table"),
+and a directory without any metadata file is an error naming it.
 """
 
 from __future__ import annotations
@@ -92,6 +100,8 @@ def _items(meta_files) -> pd.DataFrame:
 def _reviews(review_files, items, scenario_from, liked_threshold, chunk_rows) -> Iterator[pd.DataFrame]:
     category = None
     if scenario_from == "category":
+        if items is None:  # no metadata: no category (validation reports the empty scenarios)
+            items = pd.DataFrame({S.ITEM_ID: pd.Series([], dtype=object), "category": pd.Series([], dtype=object)})
         unique = items.drop_duplicates(S.ITEM_ID)
         category = pd.Series(unique["category"].to_numpy(object), index=unique[S.ITEM_ID].astype(str))
     for path in review_files:
@@ -110,21 +120,33 @@ def _reviews(review_files, items, scenario_from, liked_threshold, chunk_rows) ->
             yield chunk
 
 
-def raw_amazon(directory, scenario_from="file", liked_threshold=4.0, chunk_rows=DEFAULT_CHUNK_ROWS) -> RawTables:
-    """The Amazon 2018 review and metadata files in ``directory`` as raw tables."""
+def raw_amazon(directory, scenario_from="file", liked_threshold=4.0, chunk_rows=DEFAULT_CHUNK_ROWS,
+               id_only_items=True) -> RawTables:
+    """The Amazon 2018 review and metadata files in ``directory`` as raw tables.
+
+    ``id_only_items``: keep reviews of items without metadata with id-only items (see the
+    module doc); a directory with review files but no ``meta_*`` file is then accepted
+    (every item id-only, no item table). Off, such a directory raises FileNotFoundError.
+    """
     choice = scenario_choice(scenario_from, SCENARIO_CHOICES, "Amazon")
     reviews, meta = amazon_files(directory)
-    if not reviews or not meta:
-        raise FileNotFoundError(f"{directory}: expected Amazon 2018 review files <Category>.json[.gz] and metadata "
-                                f"meta_<Category>.json[.gz]; found reviews {[p.name for p in reviews]}, "
-                                f"metadata {[p.name for p in meta]}")
-    items = _items(meta)
+    if not reviews:
+        raise FileNotFoundError(f"{directory}: no Amazon 2018 review files <Category>.json[.gz] or "
+                                f"<Category>_5.json[.gz]; found metadata {[p.name for p in meta]}")
+    if not meta and not id_only_items:
+        raise FileNotFoundError(f"{directory}: no Amazon 2018 metadata files meta_<Category>.json[.gz] for the review "
+                                f"files {[p.name for p in reviews]}; without metadata every review would be quarantined "
+                                f"('item not in the item table'). Add the meta_* files, or pass --id-only-items to keep "
+                                f"the reviews with id-only items (empty titles)")
+    items = _items(meta) if meta else None
     return RawTables(
         interactions=_reviews(reviews, items, choice, liked_threshold, chunk_rows), items=items, users=None,
-        files={"interactions": ", ".join(p.name for p in reviews), "items": ", ".join(p.name for p in meta)},
-        rating_range=RATING_RANGE, name="amazon")
+        files={"interactions": ", ".join(p.name for p in reviews), **({"items": ", ".join(p.name for p in meta)} if meta else {})},
+        rating_range=RATING_RANGE, name="amazon", id_only_items=bool(id_only_items))
 
 
-def load_amazon(directory, scenario_from="file", liked_threshold=4.0, quarantine_dir=None) -> Tables:
+def load_amazon(directory, scenario_from="file", liked_threshold=4.0, quarantine_dir=None,
+                id_only_items=True) -> Tables:
     """Amazon 2018 -> validated Tables (bad rows quarantined; see loading.load_tables for the report)."""
-    return raw_amazon(directory, scenario_from, liked_threshold).validate(quarantine_dir=quarantine_dir)[0]
+    raw = raw_amazon(directory, scenario_from, liked_threshold, id_only_items=id_only_items)
+    return raw.validate(quarantine_dir=quarantine_dir)[0]
