@@ -338,3 +338,21 @@ def test_pooled_model_gets_scenario_blind_retrieval_features(tmp_path):
     seen.clear()
     train_ranking(split, cfg(epochs=1), tmp_path, feature_hook=spy, verbose=0, tensorboard=False)
     assert seen and all(s <= {"a", "b", "c"} and s != {""} for s in seen)
+
+
+def test_reported_task_losses_are_masked_means_over_the_whole_set_whatever_the_batching(tmp_path):
+    """A validation set of a rating log lists its sampled items after the rated rows, so
+    late batches hold no liked row: the reported liked loss is still the mean over the
+    rated rows (not a mean of per-batch means that counts those batches as 0)."""
+    tables = tiny_tables(n=300, positives_only=True)
+    c = cfg(negatives_per_positive=3)
+    res = train_ranking(types.SimpleNamespace(train=tables, valid=None), c, tmp_path, verbose=0, tensorboard=False)
+    frame = D.build_examples(tables, c, seed=3, tasks=res.model.spec.tasks)
+    inputs, target = D.model_inputs(frame, res.model.spec), D.targets(frame, res.model.spec.tasks, c)
+    logs = [res.model.evaluate(D.make_dataset(inputs, target, None, b), verbose=0, return_dict=True) for b in (16, 4096)]
+    p = np.clip(predict(res.model, inputs)["liked"], 1e-7, 1 - 1e-7)
+    m, y = target["mask/liked"], target["label/liked"]
+    direct = float(np.sum(m * -(y * np.log(p) + (1 - y) * np.log(1 - p))) / np.sum(m))
+    for got in logs:
+        assert got["loss_liked"] == pytest.approx(direct, rel=1e-4)
+        assert got["loss"] == pytest.approx(sum(got[f"loss_{t}"] for t in res.model.spec.tasks), rel=1e-5)

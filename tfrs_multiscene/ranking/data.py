@@ -198,11 +198,18 @@ def targets(frame: pd.DataFrame, tasks, cfg) -> dict:
 
 def make_dataset(inputs: dict, target: Optional[dict], weights: Optional[np.ndarray], batch_size: int,
                  shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
-    """tf.data over (inputs, targets-with-"weight") batches."""
+    """tf.data over (inputs, targets-with-"weight") batches.
+
+    The columns are held as whole tensors and each batch is gathered from them by index
+    (a shuffled index when ``shuffle``: an exact shuffle, redrawn every epoch), so the cost
+    per batch is one gather per column instead of one slice per example and column.
+    """
     n = len(next(iter(inputs.values())))
     tgt = dict(target or {})
     tgt["weight"] = weights if weights is not None else np.ones(n, np.float32)
-    ds = tf.data.Dataset.from_tensor_slices((inputs, tgt))
+    columns = ({k: tf.constant(v) for k, v in inputs.items()}, {k: tf.constant(v) for k, v in tgt.items()})
+    index = tf.data.Dataset.range(n)
     if shuffle:
-        ds = ds.shuffle(min(n, 100_000), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        index = index.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    gather = lambda rows: tf.nest.map_structure(lambda column: tf.gather(column, rows), columns)  # noqa: E731
+    return index.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

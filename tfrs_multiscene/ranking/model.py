@@ -96,8 +96,9 @@ class RankingModel(tf.keras.Model):
         if getattr(cfg, "wide", False):
             self.wide = WideLogits(spec, self.num_scenarios, len(self.tasks), name="wide")
             self.wide.trainable = False  # fitted on its own first (ranking.wide.fit_wide), then an offset
+        # Each task's loss is the epoch's masked mean: batches are weighted by their mask totals
+        # (a validation batch of sampled items has no liked or rating rows and counts for nothing).
         self.loss_tracker = {t: tf.keras.metrics.Mean(name=f"loss_{t}") for t in self.tasks}
-        self.total_tracker = tf.keras.metrics.Mean(name="loss")
 
     # ------------------------------------------------------------------ inference
     def scenario_index(self, scenario: tf.Tensor) -> tf.Tensor:
@@ -172,7 +173,7 @@ class RankingModel(tf.keras.Model):
     # ------------------------------------------------------------------ training
     @property
     def metrics(self):
-        return [self.total_tracker, *self.loss_tracker.values()]
+        return list(self.loss_tracker.values())
 
     def loss_of_outputs(self, targets, outputs):
         """``(total, {task: loss})`` of an output dict (:func:`ranking_loss` with this model's
@@ -188,18 +189,23 @@ class RankingModel(tf.keras.Model):
         grads = tape.gradient(total, self.trainable_variables)
         self.optimizer.apply_gradients(
             [(g, v) for g, v in zip(grads, self.trainable_variables) if g is not None])
-        return self._track(total, per_task)
+        return self._track(targets, per_task)
 
     def test_step(self, data):
         inputs, targets = data
-        total, per_task = self.loss_of_outputs(targets, self(inputs, training=False))
-        return self._track(total, per_task)
+        _, per_task = self.loss_of_outputs(targets, self(inputs, training=False))
+        return self._track(targets, per_task)
 
-    def _track(self, total, per_task):
-        self.total_tracker.update_state(total)
+    def _track(self, targets, per_task):
+        """Epoch logs: each task's masked mean so far and ``loss``, their task-weighted sum."""
+        weight = tf.cast(targets["weight"], tf.float32)
         for t, v in per_task.items():
-            self.loss_tracker[t].update_state(v)
-        return {m.name: m.result() for m in self.metrics}
+            rows = tf.reduce_sum(tf.cast(targets[f"mask/{t}"], tf.float32) * weight)
+            self.loss_tracker[t].update_state(v, sample_weight=rows)
+        logs = {m.name: m.result() for m in self.metrics}
+        task_weights = self.cfg.task_weights or {}
+        logs["loss"] = tf.add_n([float(task_weights.get(t, 1.0)) * self.loss_tracker[t].result() for t in self.tasks])
+        return logs
 
     def parameter_count(self) -> int:
         """Learnt weights, the frozen wide part's included."""
