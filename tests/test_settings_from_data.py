@@ -46,9 +46,12 @@ def test_profile_counts_what_the_rules_read():
     assert liked_only.positives < 100
 
 
-def test_sparse_users_keep_the_retrieval_defaults_and_dense_users_read_their_whole_history():
-    _, sparse = chosen(log(users=20, per_user=5, impressions=True))
-    assert not any(f.startswith("retrieval.") for f in sparse)
+def test_sparse_users_get_a_softer_softmax_and_dense_users_read_their_whole_history():
+    effective, sparse = chosen(log(users=20, per_user=5, impressions=True))
+    assert set(f for f in sparse if f.startswith("retrieval.")) == {"retrieval.temperature", "retrieval.epochs"}
+    assert effective.retrieval.temperature == 0.2 and "sparse users (median 5" in sparse["retrieval.temperature"].reason
+    _, between = chosen(log(users=20, per_user=12, impressions=True))  # neither sparse nor dense
+    assert not any(f.startswith("retrieval.") for f in between)
     effective, dense = chosen(log(users=5, per_user=120, impressions=True))
     assert effective.retrieval.use_user_id is True and effective.retrieval.share_item_embeddings is False
     assert effective.retrieval.history_length == 120  # the p90 history, within [default 50, 200]
@@ -60,8 +63,11 @@ def test_many_positives_get_the_large_batch_and_weight_average():
     assert effective.retrieval.batch_size == 1024 and effective.retrieval.ema_momentum == 0.998
     assert effective.retrieval.learning_rate == 0.008 and effective.retrieval.epochs == 60
     assert "32000 training positives" in choices["retrieval.ema_momentum"].reason
-    _, few = chosen(log(users=40, per_user=10, impressions=True))
+    _, few = chosen(log(users=40, per_user=12, impressions=True))
     assert "retrieval.ema_momentum" not in few
+    profile = SD.DataProfile.of(log(users=8000, per_user=4, impressions=True), "all")  # both rules set epochs
+    many_sparse, choices = SD.derive_settings(C.RunConfig(), profile)
+    assert many_sparse.retrieval.epochs == 60 and [c.field for c in choices].count("retrieval.epochs") == 1
 
 
 def test_positive_only_log_trains_the_ranking_without_the_wide_part():
