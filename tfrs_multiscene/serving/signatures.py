@@ -13,6 +13,7 @@ description (``SignatureDef`` protos read from ``saved_model.pb``) used for mode
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -425,12 +426,37 @@ class LoadedModel:
         try:
             result = fn(**tensors)
         except (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError, ValueError, TypeError) as exc:
-            raise ServingError(INVALID_ARGUMENT, f"signature '{sig.name}' rejected the input: {_first_line(exc)}") from exc
+            raise ServingError(INVALID_ARGUMENT, f"signature '{sig.name}' rejected the input: {op_message(exc)}") from exc
         except tf.errors.OpError as exc:
-            raise ServingError(INTERNAL, f"signature '{sig.name}' failed: {_first_line(exc)}") from exc
+            raise ServingError(INTERNAL, f"signature '{sig.name}' failed: {op_message(exc)}") from exc
         return {k: v.numpy() for k, v in result.items()}
 
 
 def _first_line(exc: Exception) -> str:
     text = getattr(exc, "message", None) or str(exc)
     return text.strip().splitlines()[0][:500] if text.strip() else type(exc).__name__
+
+
+_BRACKETS = re.compile(r"\[([^\[\]]*)\]")
+
+
+def op_message(exc: Exception) -> str:
+    """What a failing graph op said, for a client: TensorFlow's text starts with "Graph
+    execution error:" and the trace of where the node was defined; this returns the
+    assertion's message and the value that broke it ("k must be >= 1 (got 0)"), or the
+    op's own message ("Input shapes do not match: [2] vs. [1] (at node StringJoin)")."""
+    text = getattr(exc, "message", None) or str(exc)
+    lines = [line.strip() for line in text.splitlines()]
+    for line in lines:
+        if line.startswith("assertion failed:"):
+            groups = _BRACKETS.findall(line)
+            if not groups:
+                return line[:500]
+            got = next((groups[i + 1] for i, g in enumerate(groups[:-1]) if g.startswith("x (")), None)
+            return (groups[0] + (f" (got {got})" if got is not None else ""))[:500]
+    node = re.search(r"Detected at node (\S+)", text)
+    for line in lines:
+        if not line or line.startswith(("Graph execution error", "Detected at node", "File ", "[[")):
+            continue
+        return (line + (f" (at node {node.group(1)})" if node else ""))[:500]
+    return _first_line(exc)
