@@ -158,6 +158,15 @@ def test_bad_requests_get_clear_errors_and_server_keeps_serving(server, method, 
     assert call(port, "POST", "/v1/models/toy:predict", {"instances": ["u1"]})[0] == 200
 
 
+def test_a_body_far_over_the_limit_is_answered_413_not_reset(server):
+    """An 8 MB body (the limit is 64 KB) fills the socket buffers: the server reads it to
+    the end before it answers, so the client gets the JSON error, not a broken pipe."""
+    _, port = server
+    status, body = call(port, "POST", "/v1/models/toy:predict", raw=b"x" * (8 << 20))
+    assert status == 413 and "exceeds the limit" in body["error"]
+    assert call(port, "POST", "/v1/models/toy:predict", {"instances": ["u1"]})[0] == 200
+
+
 def test_client_raises_clear_errors(server):
     _, port = server
     client = RestClient(f"http://127.0.0.1:{port}", retries=0)

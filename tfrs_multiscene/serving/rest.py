@@ -245,6 +245,7 @@ def metadata_json(model) -> dict:
 
 # RESOURCE_EXHAUSTED on a request body is "413 Payload Too Large" in HTTP terms.
 HTTP_STATUS_BODY_TOO_LARGE = 413
+DRAIN_BYTES = 256 << 20  # a larger refused body is not read: its connection is closed unread
 
 
 class _BodyTooLarge(ServingError):
@@ -358,9 +359,20 @@ class _Handler(BaseHTTPRequestHandler):
             raise ServingError(INVALID_ARGUMENT, "invalid Content-Length") from None
         limit = self.server.max_request_bytes
         if length > limit:
-            self.close_connection = True  # the unread body must not be parsed as a request
+            self.close_connection = True  # the body must not be parsed as a request
+            self._drain(length)
             raise _BodyTooLarge(RESOURCE_EXHAUSTED, f"request body of {length} bytes exceeds the limit of {limit} bytes")
         return self.rfile.read(length) if length > 0 else b""
+
+    def _drain(self, length: int) -> None:
+        """Read and drop up to DRAIN_BYTES of a refused body, so the client finishes sending
+        and reads the 413 (closing on unread data resets the connection: a broken pipe)."""
+        left = min(length, DRAIN_BYTES)
+        while left > 0:
+            chunk = self.rfile.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            left -= len(chunk)
 
 
 
