@@ -33,3 +33,17 @@ def test_an_op_error_gives_the_op_message_and_node():
     message = op_message(_error(_join, tf.constant(["x", "y"]), tf.constant(["z"])))
     assert message == "Input shapes do not match: [2] vs. [1] (at node StringJoin)"
     assert "Graph execution error" not in message
+
+
+def test_an_unknown_scenario_names_itself_and_the_known_ones(tmp_path):
+    from test_ranking_fixtures import tiny_tables
+    from tfrs_multiscene.config import RankingConfig
+    from tfrs_multiscene.ranking.model import build_ranking_model
+
+    model = build_ranking_model(tiny_tables(n=60), RankingConfig(wide=False, bottom_units=[4], tower_units=[4]))
+    serve = model.serving_function()
+    inputs = {name: tf.zeros([1], spec.dtype) if spec.dtype != tf.string else tf.constant(["a"])
+              for name, spec in model.spec.input_signature().items()}
+    inputs["scenario"] = tf.constant(["tv"])
+    message = op_message(_error(serve, inputs))
+    assert message == "unknown scenario; the ranking model knows ['a', 'b', 'c']; got tv"

@@ -107,9 +107,11 @@ class RankingModel(tf.keras.Model):
         if self.pooled:
             return tf.zeros_like(scenario, dtype=tf.int32)
         idx = tf.cast(self.scenario_lookup(scenario), tf.int32) - 1
-        tf.debugging.assert_non_negative(
-            idx, message=f"unknown scenario; the ranking model knows {list(self.spec.scenarios)}")
-        return idx
+        known = ", ".join(repr(s) for s in self.spec.scenarios)
+        check = tf.debugging.Assert(tf.reduce_all(idx >= 0), [
+            f"unknown scenario; the ranking model knows [{known}]; got", tf.boolean_mask(scenario, idx < 0)], summarize=5)
+        with tf.control_dependencies([check]):
+            return tf.identity(idx)
 
     def all_logits(self, inputs: dict, training=False, scenario_index=None):
         """Logits of every scenario ``[B, S, H]`` and the examples' own scenario index ``[B]``."""

@@ -437,9 +437,6 @@ def _first_line(exc: Exception) -> str:
     return text.strip().splitlines()[0][:500] if text.strip() else type(exc).__name__
 
 
-_BRACKETS = re.compile(r"\[([^\[\]]*)\]")
-
-
 def op_message(exc: Exception) -> str:
     """What a failing graph op said, for a client: TensorFlow's text starts with "Graph
     execution error:" and the trace of where the node was defined; this returns the
@@ -449,11 +446,14 @@ def op_message(exc: Exception) -> str:
     lines = [line.strip() for line in text.splitlines()]
     for line in lines:
         if line.startswith("assertion failed:"):
-            groups = _BRACKETS.findall(line)
-            if not groups:
-                return line[:500]
-            got = next((groups[i + 1] for i, g in enumerate(groups[:-1]) if g.startswith("x (")), None)
-            return (groups[0] + (f" (got {got})" if got is not None else ""))[:500]
+            body = line[len("assertion failed:"):].strip().replace("\\'", "'")
+            if not (body.startswith("[") and body.endswith("]")):
+                return body[:500]
+            groups = [g.strip() for g in body[1:-1].split("] [")]  # tf.debugging.Assert's data, one per [...]
+            if any(g.startswith("Condition ") for g in groups):  # tf.debugging.assert_*: message, x's value
+                got = next((groups[i + 1] for i, g in enumerate(groups[:-1]) if g.startswith("x (")), None)
+                return (groups[0] + (f" (got {got})" if got is not None else ""))[:500]
+            return " ".join(groups)[:500]
     node = re.search(r"Detected at node (\S+)", text)
     for line in lines:
         if not line or line.startswith(("Graph execution error", "Detected at node", "File ", "[[")):
