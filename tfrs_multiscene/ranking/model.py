@@ -109,7 +109,8 @@ class RankingModel(tf.keras.Model):
         idx = tf.cast(self.scenario_lookup(scenario), tf.int32) - 1
         known = ", ".join(repr(s) for s in self.spec.scenarios)
         check = tf.debugging.Assert(tf.reduce_all(idx >= 0), [
-            f"unknown scenario; the ranking model knows [{known}]; got", tf.boolean_mask(scenario, idx < 0)], summarize=5)
+            f"unknown scenario; the ranking model knows [{known}]; got", tf.unique(tf.boolean_mask(scenario, idx < 0)).y],
+            summarize=5)
         with tf.control_dependencies([check]):
             return tf.identity(idx)
 

@@ -409,12 +409,17 @@ class LoadedModel:
         return self._run(sig, arrays)
 
     def _check_batch(self, arrays: Mapping[str, np.ndarray]) -> None:
-        for name, array in arrays.items():
-            if array.ndim and array.shape[0] > self.max_batch:
-                raise ServingError(
-                    INVALID_ARGUMENT,
-                    f"input '{name}' has batch size {array.shape[0]}, more than the maximum {self.max_batch}",
-                )
+        """Batch sizes within the maximum and alike (``BROADCAST_INPUTS`` may have a single
+        row for the whole batch; an empty batch is served, as TF Serving does)."""
+        rows = {name: int(array.shape[0]) for name, array in arrays.items() if array.ndim}
+        for name, n in rows.items():
+            if n > self.max_batch:
+                raise ServingError(INVALID_ARGUMENT, f"input '{name}' has batch size {n}, more than the maximum {self.max_batch}")
+        sizes = {n for name, n in rows.items() if not (name in BROADCAST_INPUTS and n == 1)}
+        if len(sizes) > 1:
+            detail = ", ".join(f"{name}: {n}" for name, n in sorted(rows.items()))
+            raise ServingError(INVALID_ARGUMENT, f"inputs disagree on the batch size ({detail}); every input needs "
+                                                 f"one row per example ({', '.join(BROADCAST_INPUTS)}: one row may serve all)")
 
     def _run(self, sig: SignatureInfo, arrays: Mapping[str, np.ndarray]) -> dict:
         import tensorflow as tf
@@ -430,6 +435,10 @@ class LoadedModel:
         except tf.errors.OpError as exc:
             raise ServingError(INTERNAL, f"signature '{sig.name}' failed: {op_message(exc)}") from exc
         return {k: v.numpy() for k, v in result.items()}
+
+
+#: Inputs of this package's servables that may hold one row for a whole batch (one k for every user).
+BROADCAST_INPUTS = ("k",)
 
 
 def _first_line(exc: Exception) -> str:
@@ -456,7 +465,7 @@ def op_message(exc: Exception) -> str:
             return " ".join(groups)[:500]
     node = re.search(r"Detected at node (\S+)", text)
     for line in lines:
-        if not line or line.startswith(("Graph execution error", "Detected at node", "File ", "[[")):
+        if not line or line.startswith(("Graph execution error", "Detected at node", "File ", "[[", "<stack traces")):
             continue
         return (line + (f" (at node {node.group(1)})" if node else ""))[:500]
     return _first_line(exc)
