@@ -212,4 +212,4 @@ def make_dataset(inputs: dict, target: Optional[dict], weights: Optional[np.ndar
     if shuffle:
         index = index.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     gather = lambda rows: tf.nest.map_structure(lambda column: tf.gather(column, rows), columns)  # noqa: E731
-    return index.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return index.batch(batch_size).map(gather).prefetch(tf.data.AUTOTUNE)
