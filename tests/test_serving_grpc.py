@@ -90,7 +90,11 @@ def test_grpc_and_rest_clients_agree(server):
                     assert a[key].tolist() == b[key].tolist()
                 else:
                     np.testing.assert_allclose(a[key], b[key], rtol=1e-6)
-        assert g.metadata("toy") == rest.metadata("toy")
+        rest_metadata = rest.metadata("toy")
+        limits = rest_metadata["metadata"].pop("limits")  # this server's field beside TF Serving's
+        assert g.metadata("toy") == rest_metadata
+        assert g.limits("toy") == limits == {"max_batch": 8, "max_list_length": 1000, "max_request_bytes": 64 << 10,
+                                             "list_inputs": ["history"]}
         assert g.status("toy") == rest.status("toy")
         assert g.classify("toy", [{"x": 0.0}], signature_name="classify") == [[("neg", 0.5), ("pos", 0.5)]]
         np.testing.assert_allclose(g.regress("toy", [{"x": 1.0}], context={"w": 3.0}, signature_name="regress"), [5.0])

@@ -187,3 +187,35 @@ def test_keep_alive_connection_survives_errors(server):
         resp.read()
         assert resp.status == want
     conn.close()
+
+
+def test_a_body_that_does_not_arrive_in_time_is_answered_408(toy_models, tmp_path):  # noqa: F811
+    """A client that sends part of its body and stalls (or trickles it) gets a JSON 408 once
+    --request-timeout has passed, instead of holding a server thread; the server goes on."""
+    import socket
+    import time
+
+    install_version(tmp_path, "toy", 1, toy_models[1])
+    srv = ModelServer(ServeConfig(model_base=str(tmp_path), rest_port=0, grpc_port=0, poll_seconds=0, request_timeout=1.0))
+    port = srv.start()["rest"]
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"POST /v1/models/toy:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 100\r\n\r\n")
+            started = time.monotonic()
+            for _ in range(4):  # a trickle: each byte well within the timeout, the whole body never
+                sock.sendall(b" ")
+                time.sleep(0.4)
+            reply = b""
+            while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+        waited = time.monotonic() - started
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408"), head
+        assert "of 100 bytes (Content-Length) arrived within 1 s" in json.loads(body)["error"] and waited < 5
+        assert call(port, "POST", "/v1/models/toy:predict", {"instances": ["u1"]})[0] == 200
+    finally:
+        srv.stop()

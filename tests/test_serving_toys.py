@@ -20,6 +20,7 @@ import tensorflow as tf
 from tfrs_multiscene.serving.signatures import (
     INVALID_ARGUMENT,
     LoadedModel,
+    RequestLimits,
     ServingError,
 )
 
@@ -52,6 +53,10 @@ class _Toy(tf.Module):
     def echo(self, text):
         return {"length": tf.strings.length(text), "text_bytes": text}
 
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string, name="history")])
+    def count(self, history):
+        return {"n": tf.reduce_sum(tf.cast(tf.not_equal(history, ""), tf.int32), axis=1)}
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
     def classify(self, inputs):
         x = tf.io.parse_example(inputs, {"x": tf.io.FixedLenFeature([], tf.float32)})["x"]
@@ -69,7 +74,7 @@ class _Toy(tf.Module):
 
 def build_toy(export_dir, version: int) -> Path:
     toy = _Toy(version)
-    sigs = {"serving_default": toy.recommend, "score": toy.score, "echo": toy.echo,
+    sigs = {"serving_default": toy.recommend, "score": toy.score, "echo": toy.echo, "count": toy.count,
             "classify": toy.classify, "regress": toy.regress}
     tf.saved_model.save(toy, str(export_dir), signatures=sigs)
     return Path(export_dir)
@@ -103,11 +108,11 @@ def install_corrupt_version(model_base, name: str, version: int) -> Path:
 
 @pytest.fixture(scope="module")
 def loaded(toy_models):
-    return LoadedModel("toy", 1, toy_models[1], max_batch=4)
+    return LoadedModel("toy", 1, toy_models[1], limits=RequestLimits(max_batch=4, max_list_length=6))
 
 
 def test_signatures_are_described_from_saved_model(loaded):
-    assert set(loaded.signatures) == {"serving_default", "score", "echo", "classify", "regress"}
+    assert set(loaded.signatures) == {"serving_default", "score", "echo", "count", "classify", "regress"}
     sig = loaded.signatures["serving_default"]
     assert {k: v.dtype.name for k, v in sig.inputs.items()} == {"user_id": "string"}
     assert set(sig.outputs) == {"item_ids", "scores", "model_version"}
@@ -132,6 +137,7 @@ def test_predict_casts_json_like_values(loaded):
     ("score", {"x": [[1.0], [1.0, 2.0]], "n": [1, 2]}, "input 'x'"),
     ("nope", {"x": [1]}, "\"nope\" not found"),
     (None, {"user_id": ["u"] * 5}, "batch size 5, more than the maximum 4"),
+    ("count", {"history": [["i1"] * 7]}, "input 'history' has 7 values per row, more than the maximum 6"),
 ])
 def test_predict_errors_name_the_problem(loaded, signature, inputs, needle):
     with pytest.raises(ServingError) as err:
@@ -150,3 +156,12 @@ def test_classify_and_regress_signatures_refuse_the_wrong_kind(loaded):
         loaded.classify("score", [ex.SerializeToString()])
     with pytest.raises(ServingError, match="rejected the input"):
         loaded.regress("regress", [b"\x01garbage"])
+
+
+def test_the_limits_a_client_must_keep_are_described(loaded):
+    """What one request may ask: the server's limits and which inputs are lists; a row of
+    exactly the maximum list length is served."""
+    limits = loaded.limits_json()
+    assert limits == {"max_batch": 4, "max_list_length": 6, "max_request_bytes": 8 << 20, "list_inputs": ["history"]}
+    _, out = loaded.predict("count", {"history": [["i1"] * 6, ["i2", ""] + [""] * 4]})
+    assert out["n"].tolist() == [6, 1]

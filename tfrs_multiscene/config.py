@@ -211,6 +211,8 @@ class ServeConfig:
     poll_seconds: float = option(2.0, "--poll-seconds", "How often to look for new versions.")
     max_batch: int = option(1024, "--max-batch", "Largest number of instances accepted in one request.")
     max_request_bytes: int = option(8 << 20, "--max-request-bytes", "Largest request body accepted.")
+    max_list_length: int = option(1000, "--max-list-length", "Most values one row of a list input (history, exclude_ids, item_ids) may hold.")
+    request_timeout: float = option(60.0, "--request-timeout", "Seconds a REST request body may take to arrive (then HTTP 408), and an idle connection stays open.")
     model_config_file: Optional[str] = option(None, "--model-config-file", "TF Serving models.config (model_config_list: version policy, labels); relative base paths are under --model-base. Default: every model under --model-base, latest version.")
     grpc_workers: int = option(8, "--grpc-workers", "Threads answering gRPC requests.")
 

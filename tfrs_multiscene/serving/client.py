@@ -177,6 +177,10 @@ class RestClient:
     def metadata(self, model: str, version: int | None = None, label: str | None = None) -> dict:
         return self._request("GET", _version_path(model, version, label) + "/metadata")
 
+    def limits(self, model: str, version: int | None = None, label: str | None = None) -> dict:
+        """What one request may ask of this server (``metadata.limits``; absent on TF Serving)."""
+        return self.metadata(model, version, label)["metadata"]["limits"]
+
     def status(self, model: str, version: int | None = None, label: str | None = None) -> list[dict]:
         return self._request("GET", _version_path(model, version, label))["model_version_status"]
 
@@ -263,12 +267,13 @@ class GrpcClient:
         return self._signature_cache[key]
 
     def predict(self, model: str, inputs: dict | list, signature_name: str = "serving_default",
-                version: int | None = None, label: str | None = None) -> dict[str, np.ndarray]:
-        """Inputs are cast to the signature's dtypes (read once from the model's metadata)."""
+                version: int | None = None, label: str | None = None, cast: bool = True) -> dict[str, np.ndarray]:
+        """Inputs are cast to the signature's dtypes (read once from the model's metadata);
+        ``cast=False`` sends them with the types they have and leaves all checking to the server."""
         import tensorflow as tf
         from tensorflow_serving.apis import predict_pb2
 
-        sig = self._signature_def(model, signature_name, version, label)
+        sig = self._signature_def(model, signature_name, version, label) if cast or isinstance(inputs, list) else None
         if isinstance(inputs, list):
             inputs = self._rows_to_columns(inputs, sig)
         elif not isinstance(inputs, dict):
@@ -276,7 +281,7 @@ class GrpcClient:
         request = predict_pb2.PredictRequest()
         self._spec(request.model_spec, model, version, label, signature_name)
         for key, value in inputs.items():
-            dtype = tf.dtypes.as_dtype(sig.inputs[key].dtype) if key in sig.inputs else None
+            dtype = tf.dtypes.as_dtype(sig.inputs[key].dtype) if cast and key in sig.inputs else None
             try:
                 request.inputs[key].CopyFrom(tf.make_tensor_proto(value, dtype=dtype))
             except (TypeError, ValueError) as exc:
@@ -322,12 +327,21 @@ class GrpcClient:
         self._examples_input(request.input, examples, context)
         return np.asarray([r.value for r in self._call(self.prediction.Regress, request).result.regressions])
 
-    def _metadata_response(self, model, version=None, label=None):
+    def _metadata_response(self, model, version=None, label=None, field: str = "signature_def"):
         from tensorflow_serving.apis import get_model_metadata_pb2
 
-        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=[field])
         self._spec(request.model_spec, model, version, label)
         return self._call(self.prediction.GetModelMetadata, request)
+
+    def limits(self, model: str, version: int | None = None, label: str | None = None) -> dict:
+        """What one request may ask of this server (this package's server only: TF Serving
+        answers INVALID_ARGUMENT to the ``limits`` metadata field)."""
+        from google.protobuf import json_format, struct_pb2
+
+        limits = struct_pb2.Struct()
+        self._metadata_response(model, version, label, field="limits").metadata["limits"].Unpack(limits)
+        return json_format.MessageToDict(limits)
 
     def metadata(self, model: str, version: int | None = None, label: str | None = None) -> dict:
         """Same JSON shape as the REST metadata."""

@@ -29,6 +29,7 @@ from tfrs_multiscene.serving.signatures import (
     NOT_FOUND,
     OK,
     LoadedModel,
+    RequestLimits,
     ServingError,
 )
 
@@ -92,11 +93,11 @@ def entries_from_config(config, model_base) -> list[ModelEntry]:
 class ModelStore:
     """Thread-safe map ``name -> {version: LoadedModel}`` kept in step with the disk."""
 
-    def __init__(self, model_base, config=None, poll_seconds: float = 2.0, max_batch: int = 1024,
+    def __init__(self, model_base, config=None, poll_seconds: float = 2.0, limits: RequestLimits = RequestLimits(),
                  loader: Callable[..., LoadedModel] | None = None):
         self.model_base = Path(model_base)
         self.poll_seconds = float(poll_seconds)
-        self.max_batch = int(max_batch)
+        self.limits = limits
         self._loader = loader or LoadedModel
         self._config = config
         self._lock = threading.RLock()        # guards the maps below
@@ -180,7 +181,7 @@ class ModelStore:
         self._set_status(entry.name, version, VersionStatus(LOADING))
         log.info("loading %s version %d from %s", entry.name, version, path)
         try:
-            model = self._loader(entry.name, version, path, max_batch=self.max_batch)
+            model = self._loader(entry.name, version, path, limits=self.limits)
         except Exception as exc:  # noqa: BLE001  (any load failure refuses the version, server goes on)
             code = exc.code if isinstance(exc, ServingError) else INVALID_ARGUMENT
             message = str(exc) if isinstance(exc, ServingError) else f"{type(exc).__name__}: {exc}"

@@ -21,6 +21,7 @@ import json
 import logging
 import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote
@@ -231,12 +232,14 @@ def status_json(store: ModelStore, name: str, version: int | None, label: str | 
 
 
 def metadata_json(model) -> dict:
-    """TF Serving's REST metadata: model_spec + the SignatureDefMap as JSON."""
+    """TF Serving's REST metadata: model_spec + the SignatureDefMap as JSON, and beside them
+    ``limits``, what one request may ask (rows, list length, k, body size)."""
     from google.protobuf import json_format
 
     return {
         "model_spec": {"name": model.name, "signature_name": "", "version": str(model.version)},
-        "metadata": {"signature_def": json_format.MessageToDict(model.signature_def_map(), preserving_proto_field_name=True)},
+        "metadata": {"signature_def": json_format.MessageToDict(model.signature_def_map(), preserving_proto_field_name=True),
+                     "limits": model.limits_json()},
     }
 
 
@@ -252,10 +255,17 @@ class _BodyTooLarge(ServingError):
     """The request body exceeds ``max_request_bytes`` (answered with HTTP 413)."""
 
 
+class _BodyTooSlow(ServingError):
+    """The body did not arrive within the connection timeout (answered with HTTP 408)."""
+
+
+HTTP_STATUS_REQUEST_TIMEOUT = 408
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "tfrs-multiscene-model-server"
-    timeout = 60  # seconds a connection may sit idle / trickle a body
+    timeout = 60  # seconds a connection may sit idle or a body may take to arrive (then 408)
 
     def log_message(self, fmt, *args):  # route access logs to logging, not stderr
         log.debug("%s - " + fmt, self.address_string(), *args)
@@ -310,6 +320,8 @@ class _Handler(BaseHTTPRequestHandler):
             fn()
         except _BodyTooLarge as exc:
             self._error(HTTP_STATUS_BODY_TOO_LARGE, exc.message)
+        except _BodyTooSlow as exc:
+            self._error(HTTP_STATUS_REQUEST_TIMEOUT, exc.message)
         except ServingError as exc:
             self._error(HTTP_STATUS.get(exc.code, 500), exc.message)
         except Exception as exc:  # never let a request kill the server
@@ -362,7 +374,33 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # the body must not be parsed as a request
             self._drain(length)
             raise _BodyTooLarge(RESOURCE_EXHAUSTED, f"request body of {length} bytes exceeds the limit of {limit} bytes")
-        return self.rfile.read(length) if length > 0 else b""
+        return self._read_exactly(length)
+
+    def _read_exactly(self, length: int) -> bytes:
+        """The body, which must arrive whole within ``timeout`` seconds of its first byte's
+        turn; else 408 (a client trickling bytes cannot hold a thread for longer)."""
+        deadline = time.monotonic() + self.timeout
+        parts, got = [], 0
+        try:
+            while got < length:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.connection.settimeout(left)
+                chunk = self.rfile.read1(min(length - got, 1 << 20))
+                if not chunk:
+                    break
+                parts.append(chunk)
+                got += len(chunk)
+        except TimeoutError:
+            pass
+        finally:
+            self.connection.settimeout(self.timeout)
+        if got < length:
+            self.close_connection = True  # the rest of the body, if it comes, is not a request
+            raise _BodyTooSlow("DEADLINE_EXCEEDED", f"request body incomplete: {got} of {length} bytes (Content-Length) "
+                                                    f"arrived within {self.timeout:g} s")
+        return b"".join(parts)
 
     def _drain(self, length: int) -> None:
         """Read and drop up to DRAIN_BYTES of a refused body, so the client finishes sending
@@ -397,8 +435,9 @@ class RestServer:
     """The REST front end over a :class:`ModelStore`; ``start()`` returns the bound port."""
 
     def __init__(self, store: ModelStore, host: str = "127.0.0.1", port: int = 8501,
-                 max_request_bytes: int = 8 << 20, workers: int = 16):
+                 max_request_bytes: int = 8 << 20, workers: int = 16, request_timeout: float = 60.0):
         self.store = store
+        self.request_timeout = float(request_timeout)  # idle connection / body arrival (then 408)
         self.workers = int(workers)  # threads that run signatures (connections have their own)
         self.host = host
         self.port = port
@@ -407,7 +446,7 @@ class RestServer:
         self._thread: threading.Thread | None = None
 
     def start(self) -> int:
-        handler = type("Handler", (_Handler,), {})
+        handler = type("Handler", (_Handler,), {"timeout": self.request_timeout})
         try:
             self._httpd = _Server((self.host, self.port), handler)
         except OSError as exc:

@@ -14,6 +14,7 @@ from tfrs_multiscene.config import ServeConfig
 from tfrs_multiscene.serving.grpc_server import GrpcServer
 from tfrs_multiscene.serving.model_store import ModelStore
 from tfrs_multiscene.serving.rest import RestServer
+from tfrs_multiscene.serving.signatures import RequestLimits
 from tfrs_multiscene.serving.tf_serving_config import read_model_config
 
 log = logging.getLogger(__name__)
@@ -30,9 +31,11 @@ class ModelServer:
         self.cfg = cfg
         config_path = model_config_file or cfg.model_config_file
         config = read_model_config(config_path) if config_path else None
-        self.store = ModelStore(cfg.model_base, config=config, poll_seconds=cfg.poll_seconds,
-                                max_batch=cfg.max_batch)
-        self.rest = RestServer(self.store, cfg.host, cfg.rest_port, cfg.max_request_bytes)
+        limits = RequestLimits(max_batch=cfg.max_batch, max_list_length=cfg.max_list_length,
+                               max_request_bytes=cfg.max_request_bytes)
+        self.store = ModelStore(cfg.model_base, config=config, poll_seconds=cfg.poll_seconds, limits=limits)
+        self.rest = RestServer(self.store, cfg.host, cfg.rest_port, cfg.max_request_bytes,
+                               request_timeout=cfg.request_timeout)
         self.grpc = GrpcServer(self.store, cfg.host, cfg.grpc_port, cfg.max_request_bytes, cfg.grpc_workers)
         self._stopped = threading.Event()
         self.ports: dict[str, int] = {}

@@ -13,12 +13,15 @@ description (``SignatureDef`` protos read from ``saved_model.pb``) used for mode
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+
+from tfrs_multiscene.export.metadata import read_metadata
 
 # Canonical status codes (names of tensorflow.error.Code / grpc.StatusCode).
 OK = "OK"
@@ -288,14 +291,49 @@ def encode_example_features(features: Mapping, where: str = "example"):
 # --------------------------------------------------------------------------- loaded model
 
 
+@dataclasses.dataclass(frozen=True)
+class RequestLimits:
+    """What one request may ask of the server (the server's flags; also in the model metadata).
+
+    ``max_batch``: rows (instances) per request; ``max_list_length``: values per row of a
+    list input (``history``, ``exclude_ids``, ``item_ids``), which bounds what one request
+    allocates; ``max_request_bytes``: the body (REST) or message (gRPC) size.
+    """
+
+    max_batch: int = 1024
+    max_list_length: int = 1000
+    max_request_bytes: int = 8 << 20
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            if int(getattr(self, field.name)) < 1:
+                raise ValueError(f"{field.name} must be >= 1, got {getattr(self, field.name)}")
+
+
+#: Where each kind of servable (``kind`` in its assets.extra record) finds the largest k it serves.
+_K_LIMITS = {"recommender": ("candidates", "the ranked candidates"), "retrieval": ("index.depth", "the index depth")}
+
+
+def k_range(record: Mapping) -> tuple[int, str] | None:
+    """``(largest k, what bounds it)`` of a servable's assets.extra record, or None (no k input)."""
+    kind = _K_LIMITS.get(record.get("kind"))
+    if kind is None:
+        return None
+    value = record
+    for key in kind[0].split("."):
+        value = value.get(key, {}) if isinstance(value, Mapping) else {}
+    return (int(value), kind[1]) if isinstance(value, (int, float)) and value >= 1 else None
+
+
 class LoadedModel:
     """One version of one servable: its SavedModel, signatures and request limits."""
 
-    def __init__(self, name: str, version: int, export_dir, max_batch: int = 1024):
+    def __init__(self, name: str, version: int, export_dir, limits: RequestLimits = RequestLimits()):
         self.name = name
         self.version = int(version)
         self.export_dir = Path(export_dir)
-        self.max_batch = int(max_batch)
+        self.limits = limits
+        self.k_limit = k_range(read_metadata(self.export_dir))
         proto = read_saved_model_proto(self.export_dir)
         meta_graph = proto.meta_graphs[0]
         self.signature_defs = {
@@ -333,6 +371,14 @@ class LoadedModel:
             out.signature_def[key].CopyFrom(sig)
         return out
 
+    def limits_json(self) -> dict:
+        """The per-request limits a client must keep to (served in the model metadata)."""
+        out = dataclasses.asdict(self.limits)
+        out["list_inputs"] = sorted({k for sig in self.signatures.values() for k in _list_inputs(sig)})
+        if self.k_limit is not None:
+            out["k"] = {"min": 1, "max": self.k_limit[0], "bounded_by": self.k_limit[1]}
+        return out
+
     def signature(self, name: str | None) -> SignatureInfo:
         name = name or DEFAULT_SIGNATURE
         if name not in self.signatures:
@@ -360,7 +406,8 @@ class LoadedModel:
             expected = ", ".join(f"{k}: {v.describe()}" for k, v in sig.inputs.items())
             raise ServingError(INVALID_ARGUMENT, f"signature '{sig.name}': {'; '.join(parts)}; expected {{{expected}}}")
         arrays = {k: coerce_input(k, inputs[k], sig.inputs[k]) for k in sig.inputs}
-        self._check_batch(arrays)
+        self._check_batch(arrays, _list_inputs(sig))
+        self._check_k(arrays.get("k"))
         outputs = self._run(sig, arrays)
         if output_filter:
             unknown = [k for k in output_filter if k not in outputs]
@@ -408,18 +455,34 @@ class LoadedModel:
         self._check_batch(arrays)
         return self._run(sig, arrays)
 
-    def _check_batch(self, arrays: Mapping[str, np.ndarray]) -> None:
-        """Batch sizes within the maximum and alike (``BROADCAST_INPUTS`` may have a single
-        row for the whole batch; an empty batch is served, as TF Serving does)."""
+    def _check_batch(self, arrays: Mapping[str, np.ndarray], list_inputs=()) -> None:
+        """Batch sizes and list lengths within the limits, batch sizes alike
+        (``BROADCAST_INPUTS`` may have a single row for the whole batch; an empty batch is
+        served, as TF Serving does)."""
         rows = {name: int(array.shape[0]) for name, array in arrays.items() if array.ndim}
         for name, n in rows.items():
-            if n > self.max_batch:
-                raise ServingError(INVALID_ARGUMENT, f"input '{name}' has batch size {n}, more than the maximum {self.max_batch}")
+            if n > self.limits.max_batch:
+                raise ServingError(INVALID_ARGUMENT, f"input '{name}' has batch size {n}, more than the maximum "
+                                                     f"{self.limits.max_batch} (the server's --max-batch)")
+        for name in list_inputs:
+            array = arrays[name]
+            if array.shape[1] > self.limits.max_list_length:
+                raise ServingError(INVALID_ARGUMENT, f"input '{name}' has {array.shape[1]} values per row, more than the "
+                                                     f"maximum {self.limits.max_list_length} (the server's --max-list-length)")
         sizes = {n for name, n in rows.items() if not (name in BROADCAST_INPUTS and n == 1)}
         if len(sizes) > 1:
             detail = ", ".join(f"{name}: {n}" for name, n in sorted(rows.items()))
             raise ServingError(INVALID_ARGUMENT, f"inputs disagree on the batch size ({detail}); every input needs "
                                                  f"one row per example ({', '.join(BROADCAST_INPUTS)}: one row may serve all)")
+
+    def _check_k(self, k: np.ndarray | None) -> None:
+        """``k`` within 1 .. the servable's depth, refused before the graph runs."""
+        if k is None or self.k_limit is None or not k.size:
+            return
+        limit, what = self.k_limit
+        bad = k[(k < 1) | (k > limit)]
+        if bad.size:
+            raise ServingError(INVALID_ARGUMENT, f"input 'k' must be between 1 and {limit} ({what}); got {int(bad[0])}")
 
     def _run(self, sig: SignatureInfo, arrays: Mapping[str, np.ndarray]) -> dict:
         import tensorflow as tf
@@ -435,6 +498,11 @@ class LoadedModel:
         except tf.errors.OpError as exc:
             raise ServingError(INTERNAL, f"signature '{sig.name}' failed: {op_message(exc)}") from exc
         return {k: v.numpy() for k, v in result.items()}
+
+
+def _list_inputs(sig: SignatureInfo) -> list[str]:
+    """Inputs of shape [batch, any length] (lists per row, e.g. ``history``)."""
+    return [k for k, v in sig.inputs.items() if v.shape is not None and len(v.shape) == 2 and v.shape[1] is None]
 
 
 #: Inputs of this package's servables that may hold one row for a whole batch (one k for every user).
