@@ -93,16 +93,6 @@ def test_import_first_makes_tfrs_usable():
     assert proc.stdout.strip().startswith("tf_keras")
 
 
-@pytest.fixture(scope="module")
-def quick_demo(tmp_path_factory):
-    """One `tfrs-multiscene demo --quick` run shared by the tests that read its outputs."""
-    out = tmp_path_factory.mktemp("demo") / "demo"
-    proc = subprocess.run([sys.executable, "-m", "tfrs_multiscene.cli", "demo", "--quick", "--out", str(out),
-                           "--demo-index", "brute_force"], capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return out, proc
-
-
 @pytest.mark.slow
 def test_demo_quick_end_to_end(quick_demo):
     """`tfrs-multiscene demo --quick`: every stage runs and the outputs are where a user looks."""
@@ -180,50 +170,3 @@ def test_export_names_a_missing_history_file(quick_demo, tmp_path):
     with pytest.raises(UserError, match=r"history\.npz is missing.*--stages ranking"):
         export_run(C.ExportConfig(run_dir=str(run), model_base=str(tmp_path / "models")), log=lambda *_: None)
     assert not (tmp_path / "models").exists()
-
-
-BAD_RECOMMEND_REQUESTS = [  # (what changes in a good request, what the error must say)
-    ({"k": [0]}, "k must be >= 1 (got 0)"),
-    ({"k": [-5]}, "k must be >= 1 (got -5)"),
-    ({"k": [10 ** 9]}, "k must be <= the ranked candidates"),
-    ({"scenario": ["tv"]}, "unknown scenario; the ranking model knows ['ads', 'home_feed', 'search', 'social']; got tv"),
-    ({"user_id": ["u1", "u2"]}, "inputs disagree on the batch size"),
-    ({"k": ["ten"]}, "input 'k'"),
-    ({"history": ["i1"]}, "input 'history' expects shape [?, ?]"),
-    ({"timestamp": ["noon"]}, "input 'timestamp'"),
-    ({"scenario": None}, "missing input(s) ['scenario']"),
-    ({"colour": ["red"]}, "unknown input(s) ['colour']"),
-    ({"history": [["a"], ["b", "c"]]}, "input 'history'"),
-    ({"user_id": [], "scenario": [], "k": []}, "inputs disagree on the batch size"),
-]
-
-
-@pytest.mark.slow
-def test_the_exported_recommender_rejects_bad_requests_with_reasons_over_rest_and_grpc(quick_demo):
-    """The real `recommend` servable of a demo export: every bad request gets INVALID_ARGUMENT
-    (HTTP 400) with the reason (never TF's "Graph execution error"), and the server answers
-    the good request after each one, on both protocols."""
-    from tfrs_multiscene.config import ServeConfig
-    from tfrs_multiscene.serving.client import GrpcClient, RestClient, ServingClientError
-    from tfrs_multiscene.serving.recommend import recommend_request, signature_inputs
-    from tfrs_multiscene.serving.server import ModelServer
-
-    out, _ = quick_demo
-    server = ModelServer(ServeConfig(model_base=str(out / "models"), rest_port=0, grpc_port=0, max_batch=64))
-    ports = server.start()
-    try:
-        rest = RestClient(f"http://127.0.0.1:{ports['rest']}", retries=0)
-        clients = {"rest": rest, "grpc": GrpcClient(f"127.0.0.1:{ports['grpc']}", retries=0)}
-        good = recommend_request(signature_inputs(rest, "recommender"), "u1", "search", 5)
-        for change, needle in BAD_RECOMMEND_REQUESTS:
-            request = {k: v for k, v in {**good, **change}.items() if v is not None}
-            for protocol, client in clients.items():
-                with pytest.raises(ServingClientError) as err:
-                    client.predict("recommender", request, signature_name="recommend")
-                assert err.value.code == "INVALID_ARGUMENT", (protocol, change, err.value)
-                assert err.value.http_status in (400, None) and needle in err.value.message, (protocol, change, err.value)
-                assert "Graph execution error" not in err.value.message
-                answer = client.predict("recommender", good, signature_name="recommend")
-                assert len([i for i in answer["ids"][0] if i]) == 5
-    finally:
-        server.stop()

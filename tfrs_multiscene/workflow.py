@@ -170,7 +170,7 @@ def export_run(export: C.ExportConfig, log=print) -> dict:
     """Export the run's models as servables + TF Serving configs; returns {name: path}."""
     import numpy as np
 
-    from tfrs_multiscene.export.servables import export_from_models
+    from tfrs_multiscene.export.servables import KnownUsers, export_from_models
     from tfrs_multiscene.ranking import load_ranking
     from tfrs_multiscene.ranking.history import HISTORY_AFFINITY, history_path, load_run_history
     from tfrs_multiscene.retrieval.checkpoints import load_retrieval
@@ -206,9 +206,11 @@ def export_run(export: C.ExportConfig, log=print) -> dict:
         "metrics": {"retrieval_standard_model": evaluation.get("retrieval", {}).get("standard", {}).get("model", {})},
     }
     log(f"exporting servables to {export.model_base} (index: {export.index})")
+    known_users = KnownUsers.from_tables(train, retrieval.spec.history_length, list(retrieval.spec.user_categorical),
+                                         retrieval.cfg.positive_task)
     paths = export_from_models(export.model_base, retrieval, ranking, train.items, train.users, export,
                                sample_queries=queries, metadata=metadata, name_prefix=export.name_prefix,
-                               history=history)
+                               history=history, known_users=known_users)
     specs = [ServableSpec(name=name, base_path=f"/models/{name}", labels={"stable": int(Path(p).name)})
              for name, p in paths.items()]
     config_paths = write_serving_configs(Path(export.model_base) / "serving_config", specs)

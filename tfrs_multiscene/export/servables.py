@@ -175,16 +175,99 @@ def mask_beyond_k(scores, ids, k):
     return tf.where(keep, scores, NEG_INF), tf.where(keep, ids, "")
 
 
+#: The inputs of the minimal signatures (``recommend_user``, ``retrieve_user``, ``rank_user``).
+MINIMAL_SPEC = {"user_id": tf.TensorSpec([None], tf.string), "scenario": tf.TensorSpec([None], tf.string)}
+
+
+class KnownUsers(tf.Module):
+    """What an export knows of each user, so that a request may name only the user.
+
+    Holds each known user's most recent positives (the ``history`` the query tower reads:
+    int32 rows [U, H] of ``item_ids``, -1 padded) and the user's columns (e.g.
+    ``age_bucket``). :meth:`complete` turns ``{"user_id": [B], "scenario": [B]}`` into every
+    input of a full signature spec: the history and columns from these tables ("" for a user
+    the export does not know: the towers' out-of-vocabulary rows), ``timestamp`` the time of
+    the request, any other input "" or 0.
+
+    >>> users = KnownUsers(["u1"], np.array([[0, -1]]), ["i1", "i2"], {"age_bucket": np.array(["25-34"])})
+    >>> users.complete({"user_id": tf.constant(["u1", "new"]), "scenario": tf.constant(["feed"] * 2)},
+    ...                {"history": tf.TensorSpec([None, None], tf.string)})["history"].numpy().tolist()
+    [[b'i1', b''], [b'', b'']]
+    """
+
+    def __init__(self, user_ids, history_rows, item_ids, columns: Mapping[str, np.ndarray],
+                 history_feature: str = "history"):
+        super().__init__()
+        rows = np.asarray(history_rows, np.int32)
+        if rows.ndim != 2 or len(rows) != len(user_ids):
+            raise ValueError(f"history_rows must be [{len(user_ids)}, H] item rows, got shape {rows.shape}")
+        self.history_feature = history_feature
+        self.columns = ColumnLookup(user_ids, columns, name="known_users")
+        self.history_rows = tf.Variable(rows, trainable=False, name="history_rows")
+        padded_ids = np.concatenate([[""], np.asarray(item_ids).astype(str)]).astype(object)
+        self.item_ids = tf.Variable(padded_ids, trainable=False, name="history_item_ids")  # row r -> r + 1
+
+    def history(self, user_ids):
+        """[B, H] item ids of each user's most recent positives ("" padded; all "" if unknown)."""
+        user_rows = self.columns.table.lookup(user_ids)
+        rows = tf.gather(self.history_rows, tf.maximum(user_rows, 0))
+        rows = tf.where((user_rows >= 0)[:, None], rows, -1)
+        return tf.gather(self.item_ids, rows + 1)
+
+    def complete(self, features: Mapping, spec: Mapping[str, tf.TensorSpec]) -> dict:
+        user_ids = features["user_id"]
+        batch = tf.shape(user_ids)[0]
+        looked_up = self.columns.lookup(user_ids)
+        out = {}
+        for key, tensor_spec in spec.items():
+            if key in features:
+                out[key] = features[key]
+            elif key == self.history_feature:
+                out[key] = self.history(user_ids)
+            elif key in looked_up:
+                out[key] = tf.cast(looked_up[key], tensor_spec.dtype)
+            elif key == "timestamp":
+                out[key] = tf.fill([batch], tf.cast(tf.timestamp(), tensor_spec.dtype))
+            else:
+                shape = tf.concat([[batch], tf.zeros([tensor_spec.shape.rank - 1], tf.int32) + 1], axis=0)
+                out[key] = tf.fill(shape, tf.constant("" if tensor_spec.dtype == tf.string else 0, tensor_spec.dtype))
+        return out
+
+    @classmethod
+    def from_tables(cls, tables, history_length: int, user_columns=(), positive_task=None) -> "KnownUsers":
+        """From a training split's ``Tables``: every user of the interactions or the user
+        table, with the most recent ``history_length`` positives (as the towers were trained)."""
+        from tfrs_multiscene.retrieval import features as F
+
+        item_ids = tables.items["item_id"].astype(str).tolist()
+        users = sorted(set(tables.interactions["user_id"].astype(str))
+                       | (set(tables.users["user_id"].astype(str)) if tables.users is not None else set()))
+        histories = F.UserHistories(F.positive_interactions(tables, positive_task), item_ids, history_length)
+        columns = {c: F.column_values(tables.users, "user_id", users, c) for c in user_columns}
+        return cls(users, histories.recent(users, history_length), item_ids, columns)
+
+
 def _no_exclusions(features: dict):
     batch = tf.shape(next(iter(features.values())))[0]
     return tf.fill([batch, 1], "")
 
 
-def _signature_set(fn: Callable, spec: dict, verb: str, default_k: int, outputs_for_classify: Callable):
-    """serving_default, <verb> and classify concrete functions around ``fn(features, k, exclude)``."""
+def _signature_set(fn: Callable, spec: dict, verb: str, default_k: int, outputs_for_classify: Callable,
+                   known_users: "KnownUsers | None" = None):
+    """serving_default, <verb> and classify concrete functions around ``fn(features, k, exclude)``;
+    with ``known_users`` also ``<verb>_user``: ``user_id``, ``scenario``, ``k`` only, the rest
+    filled from what the export knows of the user, the user's history excluded."""
     specs = named_specs(spec)
     k_spec = tf.TensorSpec([None], tf.int32, name="k")  # one k per row ([1]: the same for all rows)
     excl_spec = tf.TensorSpec([None, None], tf.string, name="exclude_ids")
+    signatures = {}
+    if known_users is not None:
+        @tf.function
+        def minimal(features, k):
+            full = known_users.complete(features, spec)
+            return fn(full, k, full[known_users.history_feature])
+
+        signatures[f"{verb}_user"] = minimal.get_concrete_function(named_specs(MINIMAL_SPEC), k_spec)
 
     @tf.function
     def default(features):
@@ -203,6 +286,7 @@ def _signature_set(fn: Callable, spec: dict, verb: str, default_k: int, outputs_
         "serving_default": default.get_concrete_function(specs),
         verb: full.get_concrete_function(specs, k_spec, excl_spec),
         "classify": classify.get_concrete_function(tf.TensorSpec([None], tf.string, name="inputs")),
+        **signatures,
     }
 
 
@@ -217,7 +301,8 @@ def _check_index(index, default_k: int):
 
 
 def export_retrieval(model_base, query_model: Callable, index: TopKIndex, query_spec: Mapping[str, tf.TensorSpec], *,
-                     name: str = "retrieval", default_k: int = 10, version: int | None = None, metadata: dict | None = None) -> Path:
+                     name: str = "retrieval", default_k: int = 10, version: int | None = None, metadata: dict | None = None,
+                     known_users: KnownUsers | None = None) -> Path:
     """Export query features -> top-K ids/scores through ``index``. Returns the version path."""
     _check_index(index, default_k)
     module = _Retriever(query_model, index)
@@ -226,7 +311,9 @@ def export_retrieval(model_base, query_model: Callable, index: TopKIndex, query_
         scores, ids = module.top_k(features, k, exclude_ids)
         return {"ids": ids, "scores": scores}
 
-    signatures = _signature_set(fn, dict(query_spec), "retrieve", default_k, lambda out: {"classes": out["ids"], "scores": out["scores"]})
+    signatures = _signature_set(fn, dict(query_spec), "retrieve", default_k, lambda out: {"classes": out["ids"], "scores": out["scores"]},
+                                known_users)
+    module.known_users = known_users
     record = {"kind": "retrieval", "index": index.describe(), "default_k": default_k, **(metadata or {})}
     return save_servable(module, signatures, model_base, name, record, {"classify": CLASSIFY_METHOD}, version)
 
@@ -250,9 +337,10 @@ class _Ranker(tf.Module):
 
 def export_ranking(model_base, ranking_model: Callable, feature_spec: Mapping[str, tf.TensorSpec], tasks, *,
                    name: str = "ranking", item_feature: str = "item_ids", version: int | None = None,
-                   metadata: dict | None = None) -> Path:
+                   metadata: dict | None = None, known_users: KnownUsers | None = None) -> Path:
     """Export (user features, scenario, ``item_feature`` [B, N]) -> one [B, N] score per task,
-    plus ``regress_<task>`` Example signatures (one item per Example, feature ``item_id``)."""
+    plus ``regress_<task>`` Example signatures (one item per Example, feature ``item_id``);
+    with ``known_users`` also ``rank_user``: ``user_id``, ``scenario``, ``item_feature`` only."""
     spec = dict(feature_spec)
     if item_feature not in spec or spec[item_feature].shape.rank != 2:
         raise ValueError(f"feature_spec must hold {item_feature!r} as a [B, N] tensor spec")
@@ -265,6 +353,14 @@ def export_ranking(model_base, ranking_model: Callable, feature_spec: Mapping[st
         return module.scores(features)
 
     signatures = {"serving_default": rank.get_concrete_function(named_specs(spec))}
+    if known_users is not None:
+        module.known_users = known_users
+
+        @tf.function
+        def rank_user(features):
+            return module.scores(known_users.complete(features, spec))
+
+        signatures["rank_user"] = rank_user.get_concrete_function(named_specs({**MINIMAL_SPEC, item_feature: spec[item_feature]}))
     methods = {}
     for task in module.tasks:
         @tf.function
@@ -338,7 +434,7 @@ def export_recommender(model_base, query_model: Callable, index: TopKIndex, rank
                        query_spec: Mapping[str, tf.TensorSpec], tasks, item_ids, item_text_embeddings, *,
                        name: str = "recommender", history_feature: str = "history", item_feature: str = "item_ids",
                        candidates: int = 200, default_k: int = 10, score_weights: dict | None = None,
-                       version: int | None = None, metadata: dict | None = None) -> Path:
+                       version: int | None = None, metadata: dict | None = None, known_users: KnownUsers | None = None) -> Path:
     """Export query -> retrieval top-``candidates`` -> ranking in the request's scenario ->
     top-K with per-task scores and a 'because you liked' history item per recommendation.
 
@@ -357,7 +453,8 @@ def export_recommender(model_base, query_model: Callable, index: TopKIndex, rank
     module = _Recommender(_Retriever(query_model, index), _Ranker(ranking_model, tasks), _Explainer(item_ids, item_text_embeddings),
                           candidates, weights, history_feature, item_feature)
     signatures = _signature_set(module.recommend, dict(query_spec), "recommend", min(default_k, candidates),
-                                lambda out: {"classes": out["ids"], "scores": out["scores"]})
+                                lambda out: {"classes": out["ids"], "scores": out["scores"]}, known_users)
+    module.known_users = known_users
     record = {"kind": "recommender", "index": index.describe(), "tasks": tasks, "score_weights": weights,
               "candidates": candidates, "default_k": default_k, **(metadata or {})}
     return save_servable(module, signatures, model_base, name, record, {"classify": CLASSIFY_METHOD}, version)
@@ -369,8 +466,9 @@ def export_recommender(model_base, query_model: Callable, index: TopKIndex, rank
 class ColumnLookup(tf.Module):
     """A table inside the graph: string id -> row -> column values ([n] or [n, d] arrays).
 
-    Numeric columns are stored as float32. Unknown ids get "" (strings) or NaN (numbers: the
-    ranking encoder maps non-finite values to the mean)."""
+    Numeric columns are stored as float32. Unknown ids get "" (strings), NaN (numbers: the
+    ranking encoder maps non-finite values to the mean) or zeros (vectors such as
+    ``candidate_embedding``: what training gives an item it does not know)."""
 
     def __init__(self, ids, columns: Mapping[str, np.ndarray], name: str | None = None):
         super().__init__(name=name)
@@ -395,7 +493,10 @@ class ColumnLookup(tf.Module):
         for key, column in self.columns.items():
             values = tf.gather(column, tf.maximum(rows, 0))
             mask = known if values.shape.rank == known.shape.rank else known[..., None]
-            default = tf.constant("") if column.dtype == tf.string else tf.constant(float("nan"))
+            if column.dtype == tf.string:
+                default = tf.constant("")
+            else:
+                default = tf.constant(float("nan") if column.shape.rank == 1 else 0.0)
             out[key] = tf.where(mask, values, default)
         return out
 
@@ -470,7 +571,8 @@ class PointwiseRanker(tf.Module):
 
 
 def export_from_models(model_base, retrieval_model, ranking_model, items, users, cfg, *, sample_queries=None,
-                       metadata: dict | None = None, name_prefix: str = "", history=None) -> dict:
+                       metadata: dict | None = None, name_prefix: str = "", history=None,
+                       known_users: KnownUsers | None = None) -> dict:
     """Export this project's trained models: ``retrieval``, ``ranking``, ``recommender`` (and
     ``<name>_stock`` variants with a stock-op index when ``cfg.index == "scann"`` and
     ``cfg.stock_index != "none"``). Returns ``{servable name: version path}``.
@@ -480,7 +582,9 @@ def export_from_models(model_base, retrieval_model, ranking_model, items, users,
     ``cfg``: :class:`~tfrs_multiscene.config.ExportConfig`; ``sample_queries``: query-tower
     embeddings of real requests for index tuning (default: a sample of item embeddings);
     ``history``: the ``UserHistoryAffinity`` the ranking model was trained with (when it reads
-    ``history_affinity``: its user and item tables go into the ranking servables).
+    ``history_affinity``: its user and item tables go into the ranking servables);
+    ``known_users``: each user's history and columns, which add the minimal signatures
+    (``recommend_user``, ``retrieve_user``, ``rank_user``: user id and scenario only).
     """
     from tfrs_multiscene.export import scann_tuning
     from tfrs_multiscene.export.index import build_index
@@ -522,13 +626,15 @@ def export_from_models(model_base, retrieval_model, ranking_model, items, users,
     rec_spec = {**query_spec, **{k: v for k, v in ranker.request_spec.items() if k != ranker.item_feature}}
     base_meta = dict(metadata or {})
     paths = {f"{name_prefix}ranking": export_ranking(model_base, ranker, ranker.request_spec, ranker.tasks, name=f"{name_prefix}ranking",
-                                                     metadata=base_meta)}
+                                                     metadata=base_meta, known_users=known_users)}
     for suffix, kind in variants:
         index, tuning = make_index(kind)
         meta = {**base_meta, "metrics": {**base_meta.get("metrics", {}), "index_tuning": tuning}}
         name = f"{name_prefix}retrieval{suffix}"
-        paths[name] = export_retrieval(model_base, query_model, index, query_spec, name=name, default_k=min(cfg.default_k, depth), metadata=meta)
+        paths[name] = export_retrieval(model_base, query_model, index, query_spec, name=name, default_k=min(cfg.default_k, depth),
+                                       metadata=meta, known_users=known_users)
         name = f"{name_prefix}recommender{suffix}"
         paths[name] = export_recommender(model_base, query_model, index, ranker, rec_spec, tasks, text_ids, text, name=name,
-                                         candidates=cfg.candidates, default_k=cfg.default_k, metadata=meta)
+                                         candidates=cfg.candidates, default_k=cfg.default_k, metadata=meta,
+                                         known_users=known_users)
     return paths
