@@ -215,3 +215,16 @@ def test_rest_wire_errors_on_the_real_recommender(served):
         resp = conn.getresponse()
         assert resp.status == 200 and len(json.loads(resp.read())["outputs"]["ids"][0]) == 5
     conn.close()
+
+
+def test_recommend_asks_the_minimal_signature_when_given_only_the_user(served):
+    """`tfrs-multiscene recommend --user U --scenario S` (serving.recommend.recommend) gets what
+    `recommend_user` answers; given a history it asks the full signature with that history."""
+    from tfrs_multiscene.serving.recommend import recommend
+
+    _, _, clients = served
+    for protocol, client in clients.items():
+        minimal = client.predict("recommender", GOOD["recommend_user"], signature_name="recommend_user")
+        assert recommend(client, "recommender", USER, SCENARIO, 5)["ids"] == [i.decode() for i in minimal["ids"][0]]
+        with_history = recommend(client, "recommender", USER, SCENARIO, 5, history=["i072"])
+        assert len(with_history["ids"]) == 5 and with_history["because"] == ["i072"] * 5, protocol

@@ -2,10 +2,13 @@
 
 The servable's `recommend` signature takes raw values: the user id, the scenario, the
 user's recent history (item ids), user features such as ``age_bucket``, a request
-``timestamp``, ``k`` and ``exclude_ids``. Callers rarely have all of them, so
-:func:`recommend_request` reads the signature's inputs from the server's metadata and fills
-what the caller did not give with neutral values: "" for unknown strings (the towers map it
-to their out-of-vocabulary row), the current time for ``timestamp``.
+``timestamp``, ``k`` and ``exclude_ids``. Its `recommend_user` signature takes only the user
+id, the scenario and ``k``: the export fills the user's history and features from what it
+knows and excludes that history. :func:`recommend` uses `recommend_user` when the caller
+gives nothing but the user (and the servable has it); otherwise :func:`recommend_request`
+reads the full signature's inputs from the server's metadata and fills what the caller did
+not give with neutral values: "" for unknown strings (the towers map it to their
+out-of-vocabulary row), the current time for ``timestamp``.
 """
 
 from __future__ import annotations
@@ -14,12 +17,16 @@ import time
 from typing import Mapping, Optional, Sequence
 
 SIGNATURE = "recommend"
+MINIMAL_SIGNATURE = "recommend_user"
 
 
-def signature_inputs(client, model: str, signature: str = SIGNATURE) -> dict:
+def _signatures(client, model: str) -> dict:
+    return client.metadata(model)["metadata"]["signature_def"]["signature_def"]
+
+
+def signature_inputs(client, model: str, signature: str = SIGNATURE, signatures: Optional[dict] = None) -> dict:
     """``{input name: dtype string}`` of ``signature`` from the server's model metadata."""
-    meta = client.metadata(model)
-    sigs = meta["metadata"]["signature_def"]["signature_def"]
+    sigs = signatures if signatures is not None else _signatures(client, model)
     if signature not in sigs:
         raise KeyError(f"model {model!r} has no signature {signature!r}; it has {sorted(sigs)}")
     return {name: info.get("dtype", "DT_STRING") for name, info in sigs[signature]["inputs"].items()}
@@ -51,8 +58,13 @@ def recommend_request(inputs: Mapping[str, str], user: str, scenario: str, k: in
 def recommend(client, model: str, user: str, scenario: str, k: int = 10, exclude: Sequence[str] = (),
               history: Sequence[str] = (), features: Optional[Mapping[str, object]] = None) -> dict:
     """Top-``k`` item ids with scores (and a 'because you liked' item each) as plain lists."""
-    request = recommend_request(signature_inputs(client, model), user, scenario, k, exclude, history, features)
-    out = client.predict(model, request, signature_name=SIGNATURE)
+    sigs = _signatures(client, model)
+    if MINIMAL_SIGNATURE in sigs and not (exclude or history or features):
+        signature, request = MINIMAL_SIGNATURE, {"user_id": [user], "scenario": [scenario], "k": [int(k)]}
+    else:
+        signature = SIGNATURE
+        request = recommend_request(signature_inputs(client, model, signatures=sigs), user, scenario, k, exclude, history, features)
+    out = client.predict(model, request, signature_name=signature)
     ids = [_text(v) for v in out["ids"][0]]
     keep = [i for i, item in enumerate(ids) if item][:k]
     result = {"ids": [ids[i] for i in keep], "scores": [float(out["scores"][0][i]) for i in keep]}
