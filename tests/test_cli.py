@@ -170,3 +170,19 @@ def test_export_names_a_missing_history_file(quick_demo, tmp_path):
     with pytest.raises(UserError, match=r"history\.npz is missing.*--stages ranking"):
         export_run(C.ExportConfig(run_dir=str(run), model_base=str(tmp_path / "models")), log=lambda *_: None)
     assert not (tmp_path / "models").exists()
+
+
+def test_every_command_answers_help_without_a_traceback(capsys):
+    """`--help` of every command exits 0; `benchmark --help` lists the benchmarks of benchmarks/
+    and an unknown one is named with the known ones (exit 2, no traceback)."""
+    for name in cli.COMMANDS:
+        if name in cli.PASS_THROUGH:
+            continue
+        with pytest.raises(SystemExit) as exit_:
+            cli.main([name, "--help"])
+        assert exit_.value.code == 0, name
+    assert cli.main(["benchmark", "--help"]) == 0
+    listed = capsys.readouterr().out
+    assert "real " in listed and "serving " in listed and "index " in listed
+    assert cli.main(["benchmark", "nope"]) == 2
+    assert "unknown benchmark 'nope'; kinds: " in capsys.readouterr().err

@@ -37,7 +37,7 @@ COMMANDS = {
                   {"recommend": C.RecommendConfig}),
     "demo": ("Generate data, train, evaluate, export, serve one request, print results.",
              {"demo": C.DemoConfig}),
-    "benchmark": ("Run a benchmark: `benchmark index ...` or `benchmark serving ...`.", {}),
+    "benchmark": ("Run a benchmark of benchmarks/: `benchmark KIND [options]` (`benchmark --help` lists the kinds).", {}),
     "preprocess": ("Apache Beam preprocessing into sharded TFRecords.", {}),
 }
 
@@ -96,8 +96,11 @@ def main(argv=None) -> int:
     if argv and argv[0] in PASS_THROUGH:
         from tfrs_multiscene import workflow
 
-        rest = argv[1:]
-        return int(getattr(workflow, f"run_{argv[0]}")(argparse.Namespace(args=rest)) or 0)
+        try:
+            return int(getattr(workflow, f"run_{argv[0]}")(argparse.Namespace(args=argv[1:])) or 0)
+        except workflow.UserError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:

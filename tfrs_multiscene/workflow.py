@@ -109,21 +109,29 @@ def run_preprocess(args) -> int:
 
 
 def run_benchmark(args) -> int:
-    rest = list(args.args)
-    kinds = ("index", "serving", "beam", "text_encoder")
-    if not rest or rest[0] not in kinds:
-        raise UserError(f"usage: tfrs-multiscene benchmark {'|'.join(kinds)} [options]  (each takes --help)")
-    kind, rest = rest[0], rest[1:]
-    bench_dir = Path(__file__).resolve().parent.parent / "benchmarks"
+    """`benchmark KIND [options]`: run ``benchmarks/bench_KIND.py`` with the options; without a
+    kind (or with --help) list the kinds and the first line of each one's docstring."""
+    import ast
     import runpy
     import sys
 
-    script = bench_dir / f"bench_{kind}.py"
-    if not script.exists():
-        raise UserError(f"{script}: benchmark script not found (benchmarks/ ships with the source tree)")
-    sys.argv = [str(script)] + rest
+    rest = list(args.args)
+    bench_dir = Path(__file__).resolve().parent.parent / "benchmarks"
+    scripts = {p.stem[len("bench_"):]: p for p in sorted(bench_dir.glob("bench_*.py"))}
+    if not scripts:
+        raise UserError(f"{bench_dir}: no benchmark scripts (benchmarks/ ships with the source tree, not the wheel)")
+    if not rest or rest[0] in ("-h", "--help"):
+        print("usage: tfrs-multiscene benchmark KIND [options]   (KIND --help lists its options)\n\nkinds:")
+        for kind, script in scripts.items():
+            doc = ast.get_docstring(ast.parse(script.read_text())) or ""
+            print(f"  {kind:<20} {doc.strip().splitlines()[0] if doc.strip() else ''}")
+        return 0 if rest else 2
+    kind, rest = rest[0], rest[1:]
+    if kind not in scripts:
+        raise UserError(f"unknown benchmark {kind!r}; kinds: {', '.join(scripts)}")
+    sys.argv = [str(scripts[kind])] + rest
     try:
-        runpy.run_path(str(script), run_name="__main__")
+        runpy.run_path(str(scripts[kind]), run_name="__main__")
     except SystemExit as exit_:
         return int(exit_.code or 0)
     return 0
