@@ -159,7 +159,7 @@ def test_table_training_refuses_several_workers(pre, tmp_path, monkeypatch, caps
 
 def test_rerun_with_another_split_is_refused(pre, tmp_path):
     from tfrs_multiscene.config import RunConfig, TrainConfig
-    from tfrs_multiscene.training import DataRejected, examples_split
+    from tfrs_multiscene.training import RunConflict, examples_split
 
     run = RunDir(tmp_path / "run")
     cfg = RunConfig(train=TrainConfig(run_dir=str(run.path), examples=str(pre / "pre")),
@@ -169,7 +169,7 @@ def test_rerun_with_another_split_is_refused(pre, tmp_path):
     again, reused = examples_split(run, cfg, log=lambda *a: None)  # resuming: the saved split is reused
     assert again.to_dict() == rule.to_dict() and reused.info["counts"] == split.info["counts"]
     cfg.split.seed = 2
-    with pytest.raises(DataRejected, match="another rule"):
+    with pytest.raises(RunConflict, match="another rule"):
         examples_split(run, cfg, log=lambda *a: None)
 
 

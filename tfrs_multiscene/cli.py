@@ -17,6 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ star
 
 import tfrs_multiscene  # noqa: F401  (Keras 2 for TFRS before TensorFlow loads)
 from tfrs_multiscene import config as C
+from tfrs_multiscene.errors import UserError
 
 # command -> (help, {section name in the config file: dataclass})
 COMMANDS = {
@@ -98,9 +99,9 @@ def main(argv=None) -> int:
 
         try:
             return int(getattr(workflow, f"run_{argv[0]}")(argparse.Namespace(args=argv[1:])) or 0)
-        except workflow.UserError as err:
+        except UserError as err:
             print(f"error: {err}", file=sys.stderr)
-            return 2
+            return err.exit_code
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:
@@ -115,9 +116,9 @@ def main(argv=None) -> int:
     handler = getattr(workflow, f"run_{args.command}")
     try:
         return int(handler(args, **configs) or 0)
-    except workflow.UserError as err:
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_code
 
 
 def run_config_from(configs: dict) -> C.RunConfig:

@@ -309,6 +309,17 @@ def to_dict(obj) -> dict:
     return dataclasses.asdict(obj)
 
 
+def differing_fields(saved: dict, current, ignore=()) -> list[str]:
+    """``"field: saved X, now Y"`` for each field of ``current`` (a dataclass) whose value
+    differs from ``saved`` (the same section as written to a run's JSON; a field it lacks came
+    later, so the run used its default), fields in ``ignore`` aside."""
+    as_json = json.loads(json.dumps(to_dict(current), default=str))
+    saved = {**json.loads(json.dumps(to_dict(type(current)()), default=str)), **saved}
+    return [f"{k}: saved {saved.get(k, '<absent>')!r}, now {as_json.get(k, '<absent>')!r}"
+            for k in sorted(set(saved) | set(as_json))
+            if k not in ignore and saved.get(k, "<absent>") != as_json.get(k, "<absent>")]
+
+
 def save_config(obj, path) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(to_dict(obj), indent=2, sort_keys=True, default=str) + "\n")

@@ -27,14 +27,63 @@ from __future__ import annotations
 import json
 import time
 
+from pathlib import Path
+
 from tfrs_multiscene import config as C
+from tfrs_multiscene.errors import DataRejected, RunConflict, UserError
 from tfrs_multiscene.jsonsafe import json_safe
 from tfrs_multiscene.report import Report, markdown_table, plot_history
 from tfrs_multiscene.run import RunDir
 
 
-class DataRejected(Exception):
-    """Validation found problems and the configuration asked for strictness."""
+#: The settings that decide a run's split (``load_tables`` reads the data ones, ``make_split``
+#: the split section): a re-run into a run directory must ask for the same.
+SPLIT_SETTINGS = {"data": ("data", "format", "scenario_from", "scenarios", "tasks", "liked_threshold", "id_only_items"),
+                  "split": ("split", "test_fraction", "valid_fraction", "seed")}
+
+
+def check_same_split_settings(run: RunDir, run_cfg: C.RunConfig) -> None:
+    """Refuse (:class:`RunConflict`) a re-run whose data or split settings differ from those
+    the run's saved split was made with: it would train on one split and say it used another."""
+    if not (run.split_dir / "info.json").exists() or not run.config_path.exists():
+        return
+    saved = run.load_config()
+    changed = []
+    for section, fields in SPLIT_SETTINGS.items():
+        for field in fields:
+            before, now = getattr(getattr(saved, section), field), getattr(getattr(run_cfg, section), field)
+            if field == "data" and before and now:
+                before, now = str(Path(before).resolve()), str(Path(now).resolve())
+            if before != now:
+                changed.append(f"{section}.{field}: saved {before!r}, now {now!r}")
+    if changed:
+        raise RunConflict(f"{run.path} holds a split made with other settings ({'; '.join(changed)}); training on "
+                          f"would mix two splits. Re-run with the saved settings to resume, or train into a new --run "
+                          f"(or delete {run.path}) to start fresh")
+
+
+def check_same_model_settings(run: RunDir, run_cfg: C.RunConfig) -> None:
+    """Refuse (:class:`RunConflict`) to go on training a stage whose model in ``run`` was
+    trained with other settings (only more epochs or another patience may change): the run's
+    config.json would describe a model it does not hold."""
+    from tfrs_multiscene.ranking.train import RESUMABLE_FIELDS as RANKING_RESUMABLE
+    from tfrs_multiscene.retrieval.train import RESUMABLE_FIELDS as RETRIEVAL_RESUMABLE
+
+    if not run.config_path.exists():
+        return
+    saved = json.loads(run.config_path.read_text())
+    stages = {"both": ("retrieval", "ranking")}.get(run_cfg.train.stages, (run_cfg.train.stages,))
+    trained = {"retrieval": (run.retrieval_dir / "checkpoints", RETRIEVAL_RESUMABLE),
+               "ranking": (run.ranking_dir / "checkpoints", RANKING_RESUMABLE)}
+    for stage in stages:
+        marker, resumable = trained[stage]
+        if not marker.exists() or stage not in saved:
+            continue
+        changed = C.differing_fields(saved[stage], getattr(run_cfg, stage), resumable)
+        if changed:
+            raise RunConflict(f"{run.path} holds a {stage} model trained with other settings ({'; '.join(changed)}); "
+                              f"re-run with the saved settings to resume (only {', '.join(resumable)} may change), "
+                              f"or train into a new --run (or delete {run.path}) to start fresh")
 
 
 def prepare_split(run: RunDir, run_cfg: C.RunConfig, report: Report, log=print):
@@ -51,8 +100,9 @@ def prepare_split(run: RunDir, run_cfg: C.RunConfig, report: Report, log=print):
     log(validation.format_summary())
     report.add("Data", "```\n" + validation.format_summary() + "\n```", order=10)
     if validation.exit_code(strict=run_cfg.data.strict):
-        raise DataRejected(f"data rejected ({'strict mode, ' if run_cfg.data.strict else ''}"
-                           f"{validation.quarantined} row(s) quarantined); see {run.data_dir}")
+        raise DataRejected(f"data rejected ({'--strict: ' if run_cfg.data.strict else ''}"
+                           f"{validation.quarantined} row(s) quarantined, nothing trained); the rows and their "
+                           f"reasons are in {run.data_dir}")
     split = make_split(tables, run_cfg.split)
     run.save_split(split)
     counts = {name: (len(getattr(split, name).interactions) if getattr(split, name) is not None else 0)
@@ -76,19 +126,19 @@ def train_run(run_cfg: C.RunConfig, verbose: int = 1, log=print, explicit=None) 
     if run_cfg.train.examples:
         return train_run_from_examples(run_cfg, verbose, log)
     if distribute.worker_count() > 1:
-        from tfrs_multiscene.workflow import UserError
-
         raise UserError("TF_CONFIG names several workers: multi-worker training streams preprocessed "
                         "examples; run `tfrs-multiscene preprocess --shards N` and `train --examples DIR` "
                         "(see docs/DISTRIBUTED.md)")
     run = RunDir(run_cfg.train.run_dir)
+    check_same_split_settings(run, run_cfg)
     run.path.mkdir(parents=True, exist_ok=True)
-    run.save_config(run_cfg)
     report = Report(run.path)
     split = prepare_split(run, run_cfg, report, log)
     summary = {"run_dir": str(run.path), "stages": run_cfg.train.stages}
     if explicit is not None:
         run_cfg, summary["settings_from_data"] = settings_from_data(run, run_cfg, split, explicit, report, log)
+    check_same_model_settings(run, run_cfg)
+    run.save_config(run_cfg)  # the effective configuration, once nothing contradicts it
     stages = run_cfg.train.stages
 
     retrieval_model = None
@@ -111,14 +161,14 @@ def train_run(run_cfg: C.RunConfig, verbose: int = 1, log=print, explicit=None) 
 
 
 def settings_from_data(run: RunDir, run_cfg: C.RunConfig, split, explicit, report: Report, log=print):
-    """``(effective RunConfig, [choice dicts])`` for ``split.train``; saved into the run."""
+    """``(effective RunConfig, [choice dicts])`` for ``split.train``; the choices are saved into
+    the run (``settings_from_data.json``, the report)."""
     from tfrs_multiscene.settings_from_data import DataProfile, derive_settings, format_choices
 
     profile = DataProfile.of(split.train, run_cfg.retrieval.positive_task, run_cfg.ranking.negatives_per_positive)
     run_cfg, choices = derive_settings(run_cfg, profile, explicit)
     text = format_choices(choices)
     log(text)
-    run.save_config(run_cfg)
     record = {"profile": profile.to_dict(), "choices": [c.to_dict() for c in choices]}
     (run.path / "settings_from_data.json").write_text(json.dumps(json_safe(record), indent=2))
     report.add("Settings from the data", "```\n" + text + "\n```", order=15)
@@ -188,7 +238,7 @@ def examples_split(run: RunDir, run_cfg: C.RunConfig, log=print):
         split = run.load_split()
         saved = split.info.get("hashed_rule")
         if saved != rule.to_dict():
-            raise DataRejected(f"{run.split_dir} holds a split made by another rule ({saved or 'not --examples'}); "
+            raise RunConflict(f"{run.split_dir} holds a split made by another rule ({saved or 'not --examples'}); "
                                f"this configuration gives {rule.to_dict()}: train into a new --run")
         log(f"reusing the split saved in {run.split_dir}")
         return rule, split

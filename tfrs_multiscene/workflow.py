@@ -14,11 +14,7 @@ import time
 from pathlib import Path
 
 from tfrs_multiscene import config as C
-
-
-class UserError(Exception):
-    """A problem with the user's input that deserves a one-line message, not a traceback."""
-
+from tfrs_multiscene.errors import UserError
 
 # --------------------------------------------------------------------------- data
 
@@ -75,17 +71,13 @@ def run_validate(args, data: C.DataConfig) -> int:
 
 def run_train(args, **sections) -> int:
     from tfrs_multiscene.cli import explicit_fields, run_config_from
-    from tfrs_multiscene.training import DataRejected, train_run
+    from tfrs_multiscene.training import train_run
 
     run_cfg = run_config_from(sections)
     if not run_cfg.data.data and not run_cfg.train.examples:
         raise UserError("train needs --data DIR (tables or a public data set download) or --examples DIR "
                         "(from `tfrs-multiscene preprocess`); `tfrs-multiscene generate --out DIR` makes a data set")
-    try:
-        summary = train_run(run_cfg, explicit=explicit_fields(args))
-    except DataRejected as err:
-        print(f"error: {err}")
-        return 1
+    summary = train_run(run_cfg, explicit=explicit_fields(args))
     print(json.dumps(summary, indent=2, default=str))
     return 0
 

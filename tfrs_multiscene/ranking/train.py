@@ -27,8 +27,9 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from tfrs_multiscene.config import RankingConfig, from_dict, save_config
+from tfrs_multiscene.config import RankingConfig, differing_fields, from_dict, save_config
 from tfrs_multiscene.data import schema
+from tfrs_multiscene.errors import RunConflict
 from tfrs_multiscene.optimizers import adam, steps_per_epoch
 from tfrs_multiscene.ranking import data as D
 from tfrs_multiscene.ranking.features import FeatureSpec, build_feature_spec, scenario_blind_hook
@@ -179,7 +180,8 @@ def train_ranking(split, cfg: RankingConfig, run_dir, feature_hook: Optional[Fea
             history.setdefault(k, []).extend(float(x) for x in v)
         if should_finetune(cfg, pooled, scenario, len(spec.scenarios)):
             finetune = finetune_scenarios(model, tr, va, cfg, seed=seed, log=print if verbose else None)
-    tf.train.Checkpoint(model=model).write(str(out / "final" / "model"))
+    if not finished:  # a finished run's final weights stay as they were written
+        tf.train.Checkpoint(model=model).write(str(out / "final" / "model"))
     (out / "history.json").write_text(json.dumps(history, indent=1))
     curves = _plot_curves(history, out / f"curves_{name.replace('/', '_')}.png", name)
     info = {
@@ -206,19 +208,10 @@ def _check_same_config(out: Path, cfg: RankingConfig) -> None:
     path = out / "config.json"
     if not path.exists():
         return
-    # a field the saved config lacks came after that run: it trained with the field's default
-    saved = {**_as_json(RankingConfig()), **json.loads(path.read_text())}
-    current = _as_json(cfg)
-    changed = sorted(k for k in set(saved) | set(current)
-                     if k not in RESUMABLE_FIELDS and saved.get(k, "<absent>") != current.get(k, "<absent>"))
+    changed = differing_fields(json.loads(path.read_text()), cfg, RESUMABLE_FIELDS)
     if changed:
-        detail = ", ".join(f"{k}: saved {saved.get(k, '<absent>')!r}, now {current.get(k, '<absent>')!r}" for k in changed)
-        raise ValueError(f"{out} holds a ranking model trained with another configuration ({detail}); "
-                         "resuming needs the same settings: train into a new --run (or pass the saved ones)")
-
-
-def _as_json(cfg: RankingConfig) -> dict:
-    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+        raise RunConflict(f"{out} holds a ranking model trained with another configuration ({', '.join(changed)}); "
+                          "resuming needs the same settings: train into a new --run (or pass the saved ones)")
 
 
 class _EpochCheckpoint(tf.keras.callbacks.Callback):

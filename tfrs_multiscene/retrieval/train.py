@@ -21,7 +21,8 @@ import pandas as pd
 import tfrs_multiscene  # noqa: F401
 import tensorflow as tf
 
-from tfrs_multiscene.config import RetrievalConfig, TextConfig
+from tfrs_multiscene.config import RetrievalConfig, TextConfig, differing_fields
+from tfrs_multiscene.errors import RunConflict
 from tfrs_multiscene.optimizers import adam, steps_per_epoch
 from tfrs_multiscene.data import schema
 from tfrs_multiscene.retrieval import checkpoints as C
@@ -366,6 +367,10 @@ def make_optimizer(cfg: RetrievalConfig, examples: int) -> tf.keras.optimizers.O
     return adam(cfg.learning_rate, cfg.ema_momentum, steps_per_epoch(examples, cfg.batch_size))
 
 
+#: RetrievalConfig fields that may change when a run is resumed (train longer, stop sooner).
+RESUMABLE_FIELDS = ("epochs", "early_stopping")
+
+
 def train_retrieval(split, cfg: RetrievalConfig, run_dir, text_cfg: Optional[TextConfig] = None,
                     text: Optional[dict] = None, encoder_factory: Optional[Callable] = None,
                     seed: int = 42, verbose: int = 1, callbacks=()) -> RetrievalResult:
@@ -391,7 +396,14 @@ def train_retrieval(split, cfg: RetrievalConfig, run_dir, text_cfg: Optional[Tex
 
     resuming = C.latest_checkpoint(run_dir) is not None
     if resuming:  # rebuild exactly what was being trained
-        cfg = dataclasses.replace(C.load_config(run_dir), epochs=cfg.epochs)
+        saved = C.load_config(run_dir)
+        asked = C.structural_config(cfg, saved) if saved.warm_start else cfg  # a warm start took the base's shapes
+        changed = differing_fields(dataclasses.asdict(saved), asked, RESUMABLE_FIELDS)
+        if changed:
+            raise RunConflict(f"{C.model_dir(run_dir)} holds a retrieval model trained with another configuration "
+                              f"({', '.join(changed)}); resuming needs the same settings: train into a new --run "
+                              "(or pass the saved ones)")
+        cfg = dataclasses.replace(saved, epochs=cfg.epochs, early_stopping=cfg.early_stopping)
         spec = F.FeatureSpec.load(C.model_dir(run_dir))
         model = RetrievalModel(spec, cfg, encoder_factory or C.finetune_encoder_factory(run_dir, spec)).build_towers()
     else:
