@@ -64,14 +64,14 @@ def rss_kb(pid) -> int | None:
     return None
 
 
-def start_server(model_base, timeout: float = 120.0, log_path=None, poll_seconds: float = 5.0):
+def start_server(model_base, timeout: float = 120.0, log_path=None, poll_seconds: float = 5.0, extra_args=()):
     """(process, rest_url, grpc_target) of a server subprocess on free ports of 127.0.0.1.
 
     The server's stderr goes to ``log_path`` (discarded when None); its stdout is drained
     in the background once the start-up line is read, so the pipe never fills.
     """
     cmd = [sys.executable, "-m", "tfrs_multiscene.serving.server", "--model-base", str(model_base), "--host", "127.0.0.1",
-           "--rest-port", "0", "--grpc-port", "0", "--poll-seconds", str(poll_seconds)]
+           "--rest-port", "0", "--grpc-port", "0", "--poll-seconds", str(poll_seconds), *extra_args]
     errlog = open(log_path, "w") if log_path else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errlog, text=True,
                             env=dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3"))

@@ -17,7 +17,9 @@ Mirrors TF Serving's file-system source + manager for a base path laid out as
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import gc
 import logging
 import threading
 from collections.abc import Callable
@@ -88,6 +90,17 @@ def entries_from_config(config, model_base) -> list[ModelEntry]:
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate model names in config: {names}")
     return entries
+
+
+def release_memory() -> None:
+    """Give the memory of an unloaded version back to the system. Its weights and tables are
+    freed into the C allocator, which glibc keeps for reuse: a version swap of the soak
+    benchmark's recommender left the server ~200 MB larger until ``malloc_trim`` returned it."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 class ModelStore:
@@ -199,6 +212,7 @@ class ModelStore:
             if name in self._models and not self._models[name]:
                 del self._models[name]
         self._set_status(name, version, VersionStatus(END))
+        release_memory()
         log.info("unloaded %s version %d", name, version)
 
     def _set_status(self, name: str, version: int, status: VersionStatus) -> None:
