@@ -122,5 +122,4 @@ def test_train_records_the_choices_in_the_run(tmp_path):
     effective, recorded = settings_from_data(run, C.RunConfig(), split, set(), Report(run.path), lines.append)
     saved = json.loads((run.path / "settings_from_data.json").read_text())
     assert saved["choices"] == recorded and saved["profile"]["interactions"] == 100
-    assert json.loads(run.config_path.read_text())["ranking"]["wide"] is False  # config.json is the effective one
     assert effective.ranking.wide is False and "ranking.wide = False" in lines[0]

@@ -44,14 +44,26 @@ SPLIT_SETTINGS = {"data": ("data", "format", "scenario_from", "scenarios", "task
 
 def check_same_split_settings(run: RunDir, run_cfg: C.RunConfig) -> None:
     """Refuse (:class:`RunConflict`) a re-run whose data or split settings differ from those
-    the run's saved split was made with: it would train on one split and say it used another."""
-    if not (run.split_dir / "info.json").exists() or not run.config_path.exists():
+    the run's saved split was made with: it would train on one split and say it used another.
+
+    The split settings are read from the split's own info.json (``make_split`` records them, and
+    it is written with the split, so they are known even when a first run stopped before writing
+    config.json), the data settings from config.json."""
+    if not (run.split_dir / "info.json").exists():
         return
-    saved = run.load_config()
+    saved = run.load_config() if run.config_path.exists() else None
+    recorded = json.loads((run.split_dir / "info.json").read_text()).get("info", {})
     changed = []
     for section, fields in SPLIT_SETTINGS.items():
         for field in fields:
-            before, now = getattr(getattr(saved, section), field), getattr(getattr(run_cfg, section), field)
+            key = "kind" if field == "split" else field
+            if section == "split" and key in recorded:
+                before = recorded[key]
+            elif saved is not None:
+                before = getattr(getattr(saved, section), field)
+            else:
+                continue
+            now = getattr(getattr(run_cfg, section), field)
             if field == "data" and before and now:
                 before, now = str(Path(before).resolve()), str(Path(now).resolve())
             if before != now:
@@ -92,6 +104,12 @@ def prepare_split(run: RunDir, run_cfg: C.RunConfig, report: Report, log=print):
     from tfrs_multiscene.data.splits import make_split
 
     if (run.split_dir / "info.json").exists():
+        checked = run.data_dir / "validation.json"
+        saved = json.loads(checked.read_text()) if checked.exists() else {}
+        if run_cfg.data.strict and not saved.get("ok", True):  # the saved split keeps the rows it was made from
+            files = list(saved.get("quarantine_files", {}).values())
+            raise _rejected(True, sum(c.get("quarantined", 0) for c in saved.get("counts", {}).values()),
+                            Path(files[0]).parent if files else run.data_dir)
         log(f"reusing the split saved in {run.split_dir}")
         return run.load_split()
     tables, validation = load_tables(run_cfg.data, quarantine_dir=run.data_dir)
@@ -99,16 +117,19 @@ def prepare_split(run: RunDir, run_cfg: C.RunConfig, report: Report, log=print):
     (run.data_dir / "validation.json").write_text(json.dumps(validation.to_dict(), indent=2, default=str))
     log(validation.format_summary())
     report.add("Data", "```\n" + validation.format_summary() + "\n```", order=10)
-    if validation.exit_code(strict=run_cfg.data.strict):
-        raise DataRejected(f"data rejected ({'--strict: ' if run_cfg.data.strict else ''}"
-                           f"{validation.quarantined} row(s) quarantined, nothing trained); the rows and their "
-                           f"reasons are in {run.data_dir}")
+    if validation.exit_code(strict=run_cfg.data.strict):  # --quarantine-dir may have put the rows elsewhere
+        raise _rejected(run_cfg.data.strict, validation.quarantined, validation.quarantine_path or run.data_dir)
     split = make_split(tables, run_cfg.split)
     run.save_split(split)
     counts = {name: (len(getattr(split, name).interactions) if getattr(split, name) is not None else 0)
               for name in ("train", "valid", "test")}
     log(f"split {run_cfg.split.split}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return split
+
+
+def _rejected(strict: bool, quarantined: int, where) -> DataRejected:
+    return DataRejected(f"data rejected ({'--strict: ' if strict else ''}{quarantined} row(s) quarantined, "
+                        f"nothing trained); the rows and their reasons are in {where}")
 
 
 def train_run(run_cfg: C.RunConfig, verbose: int = 1, log=print, explicit=None) -> dict:
@@ -135,9 +156,10 @@ def train_run(run_cfg: C.RunConfig, verbose: int = 1, log=print, explicit=None) 
     report = Report(run.path)
     split = prepare_split(run, run_cfg, report, log)
     summary = {"run_dir": str(run.path), "stages": run_cfg.train.stages}
-    if explicit is not None:
+    if explicit is not None:  # it checks the derived settings against the run before it writes them
         run_cfg, summary["settings_from_data"] = settings_from_data(run, run_cfg, split, explicit, report, log)
-    check_same_model_settings(run, run_cfg)
+    else:
+        check_same_model_settings(run, run_cfg)
     run.save_config(run_cfg)  # the effective configuration, once nothing contradicts it
     stages = run_cfg.train.stages
 
@@ -149,6 +171,8 @@ def train_run(run_cfg: C.RunConfig, verbose: int = 1, log=print, explicit=None) 
                                  seed=run_cfg.train.seed, verbose=verbose)
         retrieval_model = result.model
         summary["retrieval"] = {"seconds": round(time.time() - started, 1), **json_safe(result.info)}
+        _say_if_reused(summary["retrieval"], result.info["resumed_from_epoch"] or 0, result.info["epochs"],
+                       run.retrieval_dir, log)
         figure = plot_history(_numeric(result.history), report.figure_path("retrieval_training.png"),
                               "retrieval")
         report.add("Retrieval training", _history_table(result.history) + "\n\n" +
@@ -167,6 +191,7 @@ def settings_from_data(run: RunDir, run_cfg: C.RunConfig, split, explicit, repor
 
     profile = DataProfile.of(split.train, run_cfg.retrieval.positive_task, run_cfg.ranking.negatives_per_positive)
     run_cfg, choices = derive_settings(run_cfg, profile, explicit)
+    check_same_model_settings(run, run_cfg)  # before the choices describe a model the run does not hold
     text = format_choices(choices)
     log(text)
     record = {"profile": profile.to_dict(), "choices": [c.to_dict() for c in choices]}
@@ -204,6 +229,8 @@ def _ranking_stage(run: RunDir, run_cfg: C.RunConfig, split, retrieval_model, su
                            seed=run_cfg.train.seed, verbose=2 if verbose else 0)
     summary["ranking"] = {"seconds": round(time.time() - started, 1), **json_safe(result.info),
                           "history_affinity": {"log_size": history.log_size, "dims": history.dims} if history else None}
+    _say_if_reused(summary["ranking"], result.info["resumed_from_epoch"] or 0, result.info["epochs_requested"],
+                   run.ranking_dir, log)
     figure = plot_history(_numeric(result.history), report.figure_path("ranking_training.png"), "ranking")
     wide = result.info.get("wide")
     wide_line = ""
@@ -215,6 +242,13 @@ def _ranking_stage(run: RunDir, run_cfg: C.RunConfig, split, retrieval_model, su
     report.add("Ranking training", _history_table(result.history) + "\n\n" +
                f"architecture: {run_cfg.ranking.architecture}, seconds: {summary['ranking']['seconds']}"
                + wide_line + ", " + history_text, [figure, *([wide["curves"]] if wide and wide.get("curves") else [])], order=30)
+
+
+def _say_if_reused(stage_summary: dict, resumed_from: int, epochs: int, where, log) -> None:
+    """A model that was already finished (resumed after its last epoch) is reused as it is: say so."""
+    stage_summary["reused_finished_model"] = reused = 0 < epochs <= resumed_from
+    if reused:
+        log(f"{Path(where).name}: reusing the finished model in {where} ({resumed_from} epochs), nothing trained")
 
 
 def examples_split(run: RunDir, run_cfg: C.RunConfig, log=print):
