@@ -117,6 +117,9 @@ def test_mixed_negatives_add_uniform_catalogue_items_to_each_batch():
     off = RetrievalConfig(**{**CFG.__dict__, "mixed_negatives": 0})
     ds_off, _ = make_training_dataset(model.spec, tables, off, shuffle=False)
     assert "neg_candidate" not in next(iter(ds_off))
+    whole = RetrievalConfig(**{**CFG.__dict__, "mixed_negatives": 10 * len(model.spec.item_table_ids)})
+    rows = next(iter(make_training_dataset(model.spec, tables, whole, shuffle=False)[0]))["neg_item_row"].numpy()
+    assert sorted(rows.tolist()) == list(range(len(model.spec.item_table_ids))), "a small catalogue joins whole"
 
 
 def test_an_ensemble_trains_every_member_and_reloads_as_one_two_tower(tmp_path):

@@ -146,7 +146,10 @@ class MixedNegatives:
 
     def __init__(self, spec: F.FeatureSpec, items: pd.DataFrame, cfg: RetrievalConfig):
         ids = np.asarray(spec.item_table_ids, dtype=object).astype(str)
-        self.count, self.n_items = int(cfg.mixed_negatives), len(ids)
+        # a catalogue no larger than the draw joins whole: each item once, the exact expectation
+        # of the uniform draw without its duplicates (and fewer candidate-tower rows per step)
+        self.whole = int(cfg.mixed_negatives) >= len(ids)
+        self.count, self.n_items = min(int(cfg.mixed_negatives), len(ids)), len(ids)
         self.table = {F.ITEM_ID: tf.constant(ids)}
         for col in spec.item_categorical:
             self.table[col] = tf.constant(F.column_values(items, F.ITEM_ID, ids, col).astype(str))
@@ -155,11 +158,16 @@ class MixedNegatives:
         self.probability = tf.constant(mixed.astype(np.float32))
 
     def draw(self, rng: tf.random.Generator) -> tf.Tensor:
-        """``count`` uniform item-table rows from a generator (its state advances per call)."""
+        """``count`` uniform item-table rows from a generator (its state advances per call);
+        every row once when the catalogue is no larger than ``count``."""
+        if self.whole:
+            return tf.range(self.n_items, dtype=tf.int64)
         return rng.uniform([self.count], 0, self.n_items, dtype=tf.int64)
 
     def draw_stateless(self, seed: int, step) -> tf.Tensor:
         """The same draw from a (seed, batch number) pair: for pipelines without a generator."""
+        if self.whole:
+            return tf.range(self.n_items, dtype=tf.int64)
         key = tf.stack([tf.constant(seed, tf.int64), tf.cast(step, tf.int64)])
         return tf.random.stateless_uniform([self.count], key, 0, self.n_items, dtype=tf.int64)
 
