@@ -95,7 +95,9 @@ def entries_from_config(config, model_base) -> list[ModelEntry]:
 def release_memory() -> None:
     """Give the memory of an unloaded version back to the system. Its weights and tables are
     freed into the C allocator, which glibc keeps for reuse: a version swap of the soak
-    benchmark's recommender left the server ~200 MB larger until ``malloc_trim`` returned it."""
+    benchmark's recommender left the server ~200 MB larger until ``malloc_trim`` returned it.
+    Requests still running on the old version hold it until they end, so the store releases
+    once at the unload and once more at the next poll."""
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -121,6 +123,7 @@ class ModelStore:
         self._entries: dict[str, ModelEntry] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._unloaded = False  # a version left since the last poll: release its memory again then
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -156,6 +159,9 @@ class ModelStore:
     def poll(self) -> None:
         """One pass: load new wanted versions, unload unwanted ones, update labels."""
         with self._poll_lock:
+            if self._unloaded:  # requests that still held an unloaded version when it left have ended
+                self._unloaded = False
+                release_memory()
             entries = {e.name: e for e in self._current_entries()}
             for entry in entries.values():
                 self._sync_model(entry)
@@ -213,6 +219,7 @@ class ModelStore:
                 del self._models[name]
         self._set_status(name, version, VersionStatus(END))
         release_memory()
+        self._unloaded = True
         log.info("unloaded %s version %d", name, version)
 
     def _set_status(self, name: str, version: int, status: VersionStatus) -> None:
