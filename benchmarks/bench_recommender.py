@@ -2,7 +2,7 @@
 
 Builds a synthetic world of ``--items`` items, trains retrieval + ranking briefly (1 epoch
 each; text encoder 'none' by default: MiniLM embeds only ~400-1000 titles/s on 2 cores, so
-100k titles would take minutes), exports through ``workflow.export_run`` with
+100k titles would take minutes), exports through ``export.run_export.export_run`` with
 ``--candidates`` ranked per request, starts ``tfrs_multiscene.serving.server`` in a
 SUBPROCESS (so server CPU and RSS are its own) and measures the ``recommend`` signature over
 ``--protocol`` with realistic requests (distinct training users, their recent positive
@@ -89,7 +89,7 @@ def build_models(work: Path, items: int, users: int, impressions: int, index: st
     from tfrs_multiscene.data import synthetic
     from tfrs_multiscene.data.formats import write_tables
     from tfrs_multiscene.training import train_run
-    from tfrs_multiscene.workflow import export_run
+    from tfrs_multiscene.export.run_export import export_run
 
     timings = {}
     data_dir, run_dir, models = work / "data", work / "run", work / "models"

@@ -161,7 +161,8 @@ def test_export_names_a_missing_history_file(quick_demo, tmp_path):
     saved feature: the error names the file and the command that rebuilds it."""
     import shutil
 
-    from tfrs_multiscene.workflow import UserError, export_run
+    from tfrs_multiscene.errors import UserError
+    from tfrs_multiscene.export.run_export import export_run
 
     out, _ = quick_demo
     run = tmp_path / "run"

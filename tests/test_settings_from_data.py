@@ -106,8 +106,8 @@ def test_cli_knows_which_settings_the_user_gave(tmp_path):
     cfg_file = tmp_path / "run.yaml"
     cfg_file.write_text("ranking:\n  wide: true\n")
     args = cli.build_parser().parse_args(["train", "--config", str(cfg_file), "--batch-size", "64", "--data", "d"])
-    assert {"ranking.wide", "retrieval.batch_size", "data.data"} <= cli.explicit_fields(args)
-    assert "retrieval.learning_rate" not in cli.explicit_fields(args)
+    assert {"ranking.wide", "retrieval.batch_size", "data.data"} <= C.explicit_fields(args)
+    assert "retrieval.learning_rate" not in C.explicit_fields(args)
 
 
 def test_train_records_the_choices_in_the_run(tmp_path):

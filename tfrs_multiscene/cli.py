@@ -9,7 +9,6 @@ this module only parses, builds configs and dispatches.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 
@@ -78,15 +77,6 @@ def build_configs(args: argparse.Namespace) -> dict:
     return configs
 
 
-def explicit_fields(args: argparse.Namespace) -> set:
-    """``"section.field"`` of every setting the user gave (a flag or a --config file value)."""
-    names = {k for k in vars(args) if "." in k}
-    if getattr(args, "config_file", None):
-        for section, values in C.load_config_file(args.config_file).items():
-            names |= {f"{section}.{k}" for k in (values or {})}
-    return names
-
-
 # Commands whose arguments belong to another program (a benchmark script, the Beam pipeline):
 # everything after the command name is handed over untouched.
 PASS_THROUGH = ("benchmark", "preprocess")
@@ -119,12 +109,6 @@ def main(argv=None) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
-
-
-def run_config_from(configs: dict) -> C.RunConfig:
-    """Assemble a RunConfig from the `train` sections."""
-    fields = {f.name for f in dataclasses.fields(C.RunConfig)}
-    return C.RunConfig(**{k: v for k, v in configs.items() if k in fields})
 
 
 if __name__ == "__main__":

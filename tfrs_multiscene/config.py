@@ -337,6 +337,21 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
+def explicit_fields(args: argparse.Namespace) -> set:
+    """``"section.field"`` of every setting the user gave (a flag or a --config file value)."""
+    names = {k for k in vars(args) if "." in k}
+    if getattr(args, "config_file", None):
+        for section, values in load_config_file(args.config_file).items():
+            names |= {f"{section}.{k}" for k in (values or {})}
+    return names
+
+
+def run_config_from(configs: dict) -> RunConfig:
+    """Assemble a RunConfig from the `train` sections."""
+    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    return RunConfig(**{k: v for k, v in configs.items() if k in fields})
+
+
 def add_arguments(parser: argparse.ArgumentParser, cls, dest_prefix: str) -> None:
     """Add one flag per field of dataclass ``cls``; dest is ``<dest_prefix>.<field>``."""
     hints = typing.get_type_hints(cls)

@@ -53,7 +53,7 @@ def run_demo(demo: C.DemoConfig) -> dict:
     from tfrs_multiscene.serving.recommend import recommend
     from tfrs_multiscene.serving.server import ModelServer
     from tfrs_multiscene.training import train_run
-    from tfrs_multiscene.workflow import export_run
+    from tfrs_multiscene.export.run_export import export_run
 
     run_cfg = demo_configs(demo)
     timings = {}

@@ -70,14 +70,13 @@ def run_validate(args, data: C.DataConfig) -> int:
 
 
 def run_train(args, **sections) -> int:
-    from tfrs_multiscene.cli import explicit_fields, run_config_from
     from tfrs_multiscene.training import train_run
 
-    run_cfg = run_config_from(sections)
+    run_cfg = C.run_config_from(sections)
     if not run_cfg.data.data and not run_cfg.train.examples:
         raise UserError("train needs --data DIR (tables or a public data set download) or --examples DIR "
                         "(from `tfrs-multiscene preprocess`); `tfrs-multiscene generate --out DIR` makes a data set")
-    summary = train_run(run_cfg, explicit=explicit_fields(args))
+    summary = train_run(run_cfg, explicit=C.explicit_fields(args))
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
@@ -155,73 +154,9 @@ def run_evaluate(args, evaluate: C.EvaluateConfig) -> int:
 # --------------------------------------------------------------------------- export
 
 
-def data_fingerprint(split_dir) -> str:
-    """sha256 over the run's saved split files: which data a model was trained on."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for path in sorted(Path(split_dir).glob("*")):
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-def export_run(export: C.ExportConfig, log=print) -> dict:
-    """Export the run's models as servables + TF Serving configs; returns {name: path}."""
-    import numpy as np
-
-    from tfrs_multiscene.export.servables import KnownUsers, export_from_models
-    from tfrs_multiscene.ranking import load_ranking
-    from tfrs_multiscene.ranking.history import HISTORY_AFFINITY, history_path, load_run_history
-    from tfrs_multiscene.retrieval.checkpoints import load_retrieval
-    from tfrs_multiscene.run import RunDir
-    from tfrs_multiscene.serving.tf_serving_config import ServableSpec, write_serving_configs
-
-    run = RunDir(export.run_dir)
-    if not run.exists():
-        raise UserError(f"--run {export.run_dir}: not a run directory (no config.json); train one first")
-    for part, marker in (("retrieval", run.retrieval_dir / "config.json"), ("ranking", run.ranking_dir / "spec.json")):
-        if not marker.exists():
-            raise UserError(f"--run {export.run_dir}: no trained {part} model ({marker} missing); "
-                            f"run `tfrs-multiscene train --run {export.run_dir} --stages both`")
-    split = run.load_split()
-    retrieval = load_retrieval(run.path)
-    ranking = load_ranking(run.path)
-    history = load_run_history(run.path)
-    if HISTORY_AFFINITY in ranking.spec.extra and history is None:
-        raise UserError(f"--run {export.run_dir}: the ranking model reads {HISTORY_AFFINITY} but "
-                        f"{history_path(run.path)} is missing; train the ranking again "
-                        f"(`tfrs-multiscene train --run {export.run_dir} --stages ranking`)")
-    train = split.train
-    rng = np.random.default_rng(0)
-    users = train.interactions["user_id"].astype(str).unique()
-    sample = rng.choice(users, size=min(export.tuning_queries, len(users)), replace=False)
-    scenarios = rng.choice(np.asarray(train.scenarios, dtype=object), size=len(sample))
-    queries = retrieval.query_embeddings(retrieval.query_features(list(sample), list(scenarios), train))
-    evaluation = json.loads(run.evaluation_path.read_text()) if run.evaluation_path.exists() else {}
-    metadata = {
-        "run_dir": str(run.path.resolve()),
-        "config": json.loads(run.config_path.read_text()),
-        "data_fingerprint": data_fingerprint(run.split_dir),
-        "metrics": {"retrieval_standard_model": evaluation.get("retrieval", {}).get("standard", {}).get("model", {})},
-    }
-    log(f"exporting servables to {export.model_base} (index: {export.index})")
-    known_users = KnownUsers.from_tables(train, retrieval.spec.history_length, list(retrieval.spec.user_categorical),
-                                         retrieval.cfg.positive_task)
-    paths = export_from_models(export.model_base, retrieval, ranking, train.items, train.users, export,
-                               sample_queries=queries, metadata=metadata, name_prefix=export.name_prefix,
-                               history=history, known_users=known_users)
-    specs = [ServableSpec(name=name, base_path=f"/models/{name}", labels={"stable": int(Path(p).name)})
-             for name, p in paths.items()]
-    config_paths = write_serving_configs(Path(export.model_base) / "serving_config", specs)
-    for name, path in paths.items():
-        log(f"  {name:<22} {path}")
-    log(f"TF Serving configs: {Path(export.model_base) / 'serving_config'}")
-    return {"servables": {k: str(v) for k, v in paths.items()},
-            "serving_config": {k: str(v) for k, v in config_paths.items()}}
-
-
 def run_export(args, export: C.ExportConfig) -> int:
+    from tfrs_multiscene.export.run_export import export_run
+
     result = export_run(export)
     print(json.dumps(result, indent=2))
     return 0
