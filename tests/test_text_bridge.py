@@ -7,7 +7,7 @@ import tf_keras
 
 from tfrs_multiscene.config import TextConfig
 from tfrs_multiscene.text.bridge import KerasHubLayer, text_layer_for_mode
-from tfrs_multiscene.text.encoder import build_text_encoder
+from tfrs_multiscene.text.factory import build_text_encoder
 from tfrs_multiscene.text.scratch import RESERVED_TOKENS, build_scratch_encoder, compute_vocabulary
 
 TEXTS = ["red apple pie", "green apple", "blue jeans slim fit", "Crème brûlée dessert",

@@ -10,7 +10,7 @@ import tensorflow as tf
 from tfrs_multiscene.config import TextConfig
 from tfrs_multiscene.text import cache as cache_mod
 from tfrs_multiscene.text.cache import EmbeddingCache
-from tfrs_multiscene.text.encoder import build_text_encoder
+from tfrs_multiscene.text.factory import build_text_encoder
 from tfrs_multiscene.text.minilm import (
     MINILM_SHA256, WeightsHashError, load_minilm, load_pretrained_dir, minilm_dir)
 

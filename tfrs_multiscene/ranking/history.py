@@ -280,7 +280,7 @@ def build_history_affinity(split, text_cfg, dims: int = 16, log=print) -> Option
     meaning) or the items have no title."""
     from tfrs_multiscene.retrieval.features import item_texts
     from tfrs_multiscene.text.cache import EmbeddingCache
-    from tfrs_multiscene.text.encoder import build_text_encoder
+    from tfrs_multiscene.text.factory import build_text_encoder
 
     items = split.train.items
     if text_cfg is None or text_cfg.text_encoder in ("none", "scratch") or schema.TITLE not in items.columns:

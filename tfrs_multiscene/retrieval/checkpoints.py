@@ -156,7 +156,7 @@ def finetune_encoder_factory(run_dir, spec: FeatureSpec) -> Optional[Callable]:
         raise FileNotFoundError(f"{path} not found: pass encoder_factory to rebuild the finetuned text tower")
     from tfrs_multiscene.config import TextConfig
     from tfrs_multiscene.text.bridge import KerasHubLayer
-    from tfrs_multiscene.text.encoder import build_text_encoder
+    from tfrs_multiscene.text.factory import build_text_encoder
 
     text_cfg = from_dict(TextConfig, json.loads(path.read_text()), "text config")
     encoder = build_text_encoder(text_cfg, train_texts=list(spec.item_text_strings or []) + list(spec.user_text_strings or []))

@@ -343,7 +343,7 @@ def text_inputs(train: schema.Tables, text_cfg: Optional[TextConfig]) -> tuple:
     """
     if text_cfg is None or text_cfg.text_encoder == "none":
         return None, None
-    from tfrs_multiscene.text.encoder import build_text_encoder
+    from tfrs_multiscene.text.factory import build_text_encoder
 
     items = F.item_texts(train.items)
     users = F.user_texts(train.users)

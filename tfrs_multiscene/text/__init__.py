@@ -1,6 +1,6 @@
 """Text features with KerasHub: pretrained MiniLM, from-scratch encoder, cache, tf-keras bridge.
 
-- ``build_text_encoder(cfg, train_texts=None) -> TextEncoder | None``  (encoder.py)
+- ``build_text_encoder(cfg, train_texts=None) -> TextEncoder | None``  (factory.py)
 - ``TextEncoder.embed(texts) -> float32 [N, D]``, ``.tokenize``, ``.keras_backbone``, ``.fingerprint``
 - ``EmbeddingCache(cache_dir).get_or_compute(encoder, texts)``  (cache.py, frozen mode)
 - ``KerasHubLayer(encoder)``: the encoder inside a tf-keras model (bridge.py, finetune mode)
@@ -14,7 +14,7 @@ import importlib
 
 _EXPORTS = {
     "TextEncoder": "encoder",
-    "build_text_encoder": "encoder",
+    "build_text_encoder": "factory",
     "MaskedMeanPooling": "encoder",
     "EmbeddingCache": "cache",
     "KerasHubLayer": "bridge",

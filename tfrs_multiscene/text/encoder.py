@@ -9,7 +9,8 @@ A :class:`TextEncoder` bundles three things:
   "padding_mask": int32 [B, L]}`` to pooled sentence embeddings float32 [B, D]
   (transformer sequence output, mean over non-padding positions, optionally L2-normalised).
 
-Build one from a :class:`~tfrs_multiscene.config.TextConfig` with :func:`build_text_encoder`.
+Build one from a :class:`~tfrs_multiscene.config.TextConfig` with
+:func:`tfrs_multiscene.text.factory.build_text_encoder`.
 Frozen embeddings are cached with :class:`tfrs_multiscene.text.cache.EmbeddingCache`;
 fine-tuning inside a tf-keras tower goes through
 :class:`tfrs_multiscene.text.bridge.KerasHubLayer`.
@@ -20,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
@@ -248,39 +248,3 @@ def _as_text_list(texts) -> list:
             raise TypeError(f"text #{i} is {type(text).__name__}, expected str "
                             "(replace missing texts with '' first)")
     return out
-
-
-def build_text_encoder(cfg, train_texts: Optional[Sequence[str]] = None) -> Optional[TextEncoder]:
-    """The encoder a :class:`~tfrs_multiscene.config.TextConfig` asks for.
-
-    ``cfg.text_encoder``: ``"none"`` -> None; ``"minilm"`` -> the offline pretrained
-    all-MiniLM-L6-v2 (sha256-checked); ``"scratch"`` -> a small untrained encoder whose
-    WordPiece vocabulary is computed on ``train_texts`` (required); anything else is a
-    path to a local Hugging Face BERT-family or KerasHub preset directory.
-    """
-    kind = (cfg.text_encoder or "none").strip()
-    if kind.lower() == "none":
-        return None
-    if kind.lower() == "minilm":
-        from tfrs_multiscene.text.minilm import load_minilm
-
-        return load_minilm(max_length=cfg.max_length)
-    if kind.lower() == "scratch":
-        if train_texts is None:
-            raise ValueError("text_encoder='scratch' needs train_texts to compute its WordPiece vocabulary")
-        from tfrs_multiscene.text.scratch import build_scratch_encoder
-
-        if cfg.text_mode == "frozen":
-            log.warning("text_encoder='scratch' in frozen mode: the encoder never trains, "
-                        "its embeddings are random features; use --text-mode finetune")
-        return build_scratch_encoder(
-            train_texts, vocab_size=cfg.scratch_vocab_size, dim=cfg.scratch_dim,
-            num_layers=cfg.scratch_layers, max_length=cfg.max_length, seed=cfg.scratch_seed)
-    path = Path(kind).expanduser()
-    if not path.is_dir():
-        raise ValueError(f"--text-encoder {kind!r}: not 'minilm', 'scratch', 'none' "
-                         "or an existing model directory")
-    from tfrs_multiscene.text.minilm import load_pretrained_dir
-
-    return load_pretrained_dir(path, max_length=cfg.max_length,
-                               expected_sha256=cfg.text_weights_sha256)
