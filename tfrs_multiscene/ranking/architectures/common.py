@@ -108,26 +108,13 @@ class ScenarioHeads(tf.keras.layers.Layer):
         return [v for t in towers for v in t.trainable_variables]
 
 
-_REGISTRY = {}
+#: name -> architecture class, filled by :func:`register` as each module is imported.
+REGISTRY = {}
 
 
 def register(name: str):
+    """Class decorator: make an architecture buildable by ``name``."""
     def deco(cls):
-        _REGISTRY[name] = cls
+        REGISTRY[name] = cls
         return cls
     return deco
-
-
-def build_architecture(name: str, num_scenarios: int, num_heads: int, cfg) -> ScenarioArchitecture:
-    """Instantiate architecture ``name`` (shared_bottom, star, mmoe, ple)."""
-    from tfrs_multiscene.ranking.architectures import mmoe, ple, shared_bottom, star  # noqa: F401  (register)
-
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown ranking architecture {name!r}; choose one of {sorted(_REGISTRY)}")
-    return _REGISTRY[name](num_scenarios, num_heads, cfg, name=name)
-
-
-def available_architectures() -> list:
-    from tfrs_multiscene.ranking.architectures import mmoe, ple, shared_bottom, star  # noqa: F401
-
-    return sorted(_REGISTRY)
