@@ -72,7 +72,7 @@ def create_pipeline(pipeline_name: str, pipeline_root: str, preprocess_dir: str,
     from tfx import v1 as tfx
 
     from tfrs_multiscene.data import examples as E
-    from tfrs_multiscene.tfx.index_component import make_index_component
+    from tfrs_multiscene.tfx.components import RetrievalIndexer
 
     example_gen = tfx.components.ImportExampleGen(
         input_base=_join(preprocess_dir, E.EXAMPLES_DIR),
@@ -90,8 +90,8 @@ def create_pipeline(pipeline_name: str, pipeline_root: str, preprocess_dir: str,
         examples=example_gen.outputs["examples"], schema=schema.outputs["schema"], custom_config=config,
         train_args=tfx.proto.TrainArgs(splits=["train"], **({"num_steps": int(train_steps)} if train_steps else {})),
         eval_args=tfx.proto.EvalArgs(splits=["eval"]), **source)
-    indexer = make_index_component()(model_run=trainer.outputs["model_run"], preprocess_dir=str(preprocess_dir),
-                                     kind=index_kind, target_recall=float(target_recall), top_k=int(index_top_k))
+    indexer = RetrievalIndexer(model_run=trainer.outputs["model_run"], preprocess_dir=str(preprocess_dir),
+                               kind=index_kind, target_recall=float(target_recall), top_k=int(index_top_k))
 
     def pusher(model, name):
         return tfx.components.Pusher(model=model, push_destination=tfx.proto.PushDestination(

@@ -9,9 +9,9 @@ of a Model artifact is ``<uri>/Format-Serving``) with ``index_report.json``.
 :func:`run_index_component` is the body of the TFX component: artifacts in, custom
 properties out; it needs only objects with ``.uri`` and ``set_*_custom_property``.
 
-:func:`make_index_component` returns the TFX custom component class ``RetrievalIndexer``
-(defined at module level in :mod:`tfrs_multiscene.tfx.components`, as TFX's ``@component``
-requires); it imports TFX, so call it only where TFX is installed.
+The TFX custom component class ``RetrievalIndexer`` is
+:class:`tfrs_multiscene.tfx.components.RetrievalIndexer` (at module level there, as TFX's
+``@component`` requires); that module imports TFX, so import it only where TFX is installed.
 """
 
 from __future__ import annotations
@@ -130,15 +130,3 @@ def run_index_component(model_run, index, preprocess_dir: str, kind: str = "scan
     if report.get("fallback_reason"):
         index.set_string_custom_property("fallback_reason", str(report["fallback_reason"]))
     return report
-
-
-def make_index_component():
-    """The TFX component class ``RetrievalIndexer`` (needs TFX installed).
-
-    Inputs: ``model_run`` (the Trainer's ModelRun). Output: ``index`` (a Model artifact with
-    the SavedModel under Format-Serving, ready for Pusher). Parameters: ``preprocess_dir``,
-    ``kind``, ``target_recall``, ``top_k``.
-    """
-    from tfrs_multiscene.tfx.components import RetrievalIndexer
-
-    return RetrievalIndexer
