@@ -16,7 +16,8 @@ from tfrs_multiscene.ranking import load_ranking, train_ranking
 from tfrs_multiscene.ranking.evaluate import predict
 from tfrs_multiscene.ranking.features import FeatureSpec, build_feature_spec
 from tfrs_multiscene.ranking.model import POOLED_SCENARIO, RankingModel
-from tfrs_multiscene.ranking.wide import PRIOR_ROUNDS, WideLogits, fit_wide
+from tfrs_multiscene.ranking.wide import WideLogits
+from tfrs_multiscene.ranking.wide_fit import PRIOR_ROUNDS, fit_wide
 from tfrs_multiscene.ranking.train import prepare
 
 

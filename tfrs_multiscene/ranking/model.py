@@ -95,7 +95,7 @@ class RankingModel(tf.keras.Model):
         self.wide = None
         if getattr(cfg, "wide", False):
             self.wide = WideLogits(spec, self.num_scenarios, len(self.tasks), name="wide")
-            self.wide.trainable = False  # fitted on its own first (ranking.wide.fit_wide), then an offset
+            self.wide.trainable = False  # fitted on its own first (ranking.wide_fit.fit_wide), then an offset
         # Each task's loss is the epoch's masked mean: batches are weighted by their mask totals
         # (a validation batch of sampled items has no liked or rating rows and counts for nothing).
         self.loss_tracker = {t: tf.keras.metrics.Mean(name=f"loss_{t}") for t in self.tasks}
@@ -221,7 +221,7 @@ def build_ranking_model(train: schema.Tables, cfg, extra_features=None, *, tasks
     """A RankingModel whose vocabularies come from ``train``.
 
     With ``cfg.wide`` the wide part starts at zero and is frozen: fit it with
-    :func:`tfrs_multiscene.ranking.wide.fit_wide` before fitting the rest
+    :func:`tfrs_multiscene.ranking.wide_fit.fit_wide` before fitting the rest
     (:func:`~tfrs_multiscene.ranking.train.train_ranking` does both).
     ``extra_features`` maps extra dense input names (e.g. ``query_embedding``,
     ``candidate_embedding``) to their widths. ``tasks`` defaults to

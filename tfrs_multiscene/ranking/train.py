@@ -35,7 +35,7 @@ from tfrs_multiscene.ranking import data as D
 from tfrs_multiscene.ranking.features import FeatureSpec, build_feature_spec, scenario_blind_hook
 from tfrs_multiscene.ranking.finetune import finetune_scenarios, should_finetune
 from tfrs_multiscene.ranking.model import POOLED_SCENARIO, RankingModel
-from tfrs_multiscene.ranking.wide import fit_wide
+from tfrs_multiscene.ranking.wide_fit import fit_wide
 
 FeatureHook = Callable[[pd.DataFrame], dict]   # example frame -> {name: float32 [N, d]}
 
