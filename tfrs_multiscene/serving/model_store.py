@@ -96,8 +96,8 @@ def release_memory() -> None:
     """Give the memory of an unloaded version back to the system. Its weights and tables are
     freed into the C allocator, which glibc keeps for reuse: a version swap of the soak
     benchmark's recommender left the server ~200 MB larger until ``malloc_trim`` returned it.
-    Requests still running on the old version hold it until they end, so the store releases
-    once at the unload and once more at the next poll."""
+    Requests still running on the old version hold it until they end, so the store releases it
+    at the poll after the unload (once: ``gc.collect`` holds the interpreter for up to ~1 s)."""
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -208,6 +208,9 @@ class ModelStore:
             self._failed[(entry.name, version)] = fingerprint
             self._set_status(entry.name, version, VersionStatus(END, code, message))
             return
+        warm = getattr(model, "warm_up", None)
+        if warm is not None:  # before it serves: the first requests must not all pay the first run
+            log.info("warmed up %s version %d in %.2f s", entry.name, version, warm())
         with self._lock:
             self._models.setdefault(entry.name, {})[version] = model
         self._set_status(entry.name, version, VersionStatus(AVAILABLE))
@@ -218,8 +221,7 @@ class ModelStore:
             if name in self._models and not self._models[name]:
                 del self._models[name]
         self._set_status(name, version, VersionStatus(END))
-        release_memory()
-        self._unloaded = True
+        self._unloaded = True  # released at the next poll, once requests that still hold it have ended
         log.info("unloaded %s version %d", name, version)
 
     def _set_status(self, name: str, version: int, status: VersionStatus) -> None:

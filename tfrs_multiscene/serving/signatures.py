@@ -379,6 +379,32 @@ class LoadedModel:
             out["k"] = {"min": 1, "max": self.k_limit[0], "bounded_by": self.k_limit[1]}
         return out
 
+    def warm_up(self) -> float:
+        """Run every signature once on neutral one-row inputs ("" / 1, lists of one value), so
+        that the first real requests do not pay the graph's first-run cost all at once (TF
+        Serving warms a version the same way, from recorded requests, before it serves it).
+        A signature that rejects the neutral values is still warmed up to the rejecting op.
+        Returns the seconds it took."""
+        import time
+
+        import tensorflow as tf
+
+        started = time.perf_counter()
+        for name, sig in self.signatures.items():
+            fn = self._functions.get(name)
+            if fn is None:
+                continue
+            inputs = {}
+            for key, info in sig.inputs.items():
+                shape = [1] + [d or 1 for d in (info.shape or [None])[1:]]
+                value = "" if info.dtype == tf.string else 1
+                inputs[key] = tf.fill(shape, tf.constant(value, info.dtype))
+            try:
+                fn(**inputs)
+            except (tf.errors.OpError, ValueError, TypeError):  # neutral values refused: warm enough
+                pass
+        return time.perf_counter() - started
+
     def signature(self, name: str | None) -> SignatureInfo:
         name = name or DEFAULT_SIGNATURE
         if name not in self.signatures:
