@@ -165,3 +165,16 @@ def test_the_limits_a_client_must_keep_are_described(loaded):
     assert limits == {"max_batch": 4, "max_list_length": 6, "max_request_bytes": 8 << 20, "list_inputs": ["history"]}
     _, out = loaded.predict("count", {"history": [["i1"] * 6, ["i2", ""] + [""] * 4]})
     assert out["n"].tolist() == [6, 1]
+
+
+def test_warm_up_runs_every_signature_once_even_those_that_refuse_neutral_values(toy_models):
+    """The store warms a version before it serves it: every signature runs once on neutral
+    inputs ("" / 1, one row); one that rejects them (regress needs a feature) does not stop it."""
+    model = LoadedModel("toy", 1, toy_models[1])
+    calls = []
+    for name, fn in list(model._functions.items()):
+        model._functions[name] = (lambda fn, name: lambda **kw: calls.append(name) or fn(**kw))(fn, name)
+    assert model.warm_up() >= 0
+    assert sorted(calls) == sorted(model.signatures)
+    _, out = model.predict("count", {"history": [["i1", ""]]})
+    assert out["n"].tolist() == [1]
