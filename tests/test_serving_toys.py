@@ -172,8 +172,14 @@ def test_warm_up_runs_every_signature_once_even_those_that_refuse_neutral_values
     inputs ("" / 1, one row); one that rejects them (regress needs a feature) does not stop it."""
     model = LoadedModel("toy", 1, toy_models[1])
     calls = []
-    for name, fn in list(model._functions.items()):
-        model._functions[name] = (lambda fn, name: lambda **kw: calls.append(name) or fn(**kw))(fn, name)
+
+    def counted(name, fn):
+        def call(**inputs):
+            calls.append(name)
+            return fn(**inputs)
+        return call
+
+    model._functions = {name: counted(name, fn) for name, fn in model._functions.items()}
     assert model.warm_up() >= 0
     assert sorted(calls) == sorted(model.signatures)
     _, out = model.predict("count", {"history": [["i1", ""]]})

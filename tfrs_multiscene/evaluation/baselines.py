@@ -163,6 +163,24 @@ class EASE(_Baseline):
         return out
 
 
+def _ease_validation(train_matrix, valid_matrix):
+    """``(train, valid, users)``: CSR matrices, ``valid`` without the items each user had in
+    training (they cannot be hit), and the rows of the users left with a validation item."""
+    train, valid = _csr(train_matrix), _csr(valid_matrix)
+    if train.shape != valid.shape:
+        raise ValueError(f"train {train.shape} and valid {valid.shape} shapes differ")
+    valid = valid - valid.multiply(train > 0)
+    valid.eliminate_zeros()
+    return train, valid, np.flatnonzero(np.diff(valid.indptr) > 0)
+
+
+def can_tune_ease_lambda(train_matrix, valid_matrix) -> bool:
+    """Whether ``valid_matrix`` has a user with a positive on an item unseen in their training
+    row, i.e. anything :func:`tune_ease_lambda` could score (a validation part of new users or
+    of non-positives only, as in a click log where nearly every user is new, has none)."""
+    return bool(_ease_validation(train_matrix, valid_matrix)[2].size)
+
+
 def tune_ease_lambda(
     train_matrix, valid_matrix, lambdas: Sequence[float] = (10, 30, 100, 300, 1000, 3000),
     k: int = 20, return_scores: bool = False,
@@ -173,12 +191,7 @@ def tune_ease_lambda(
     Returns the best lambda, or ``(best, {lambda: ndcg})`` with ``return_scores=True``."""
     from tfrs_multiscene.evaluation.metrics import ndcg_at_k, top_k_excluding_seen
 
-    train, valid = _csr(train_matrix), _csr(valid_matrix)
-    if train.shape != valid.shape:
-        raise ValueError(f"train {train.shape} and valid {valid.shape} shapes differ")
-    valid = valid - valid.multiply(train > 0)  # items seen in training cannot be hit
-    valid.eliminate_zeros()
-    users = np.flatnonzero(np.diff(valid.indptr) > 0)
+    train, valid, users = _ease_validation(train_matrix, valid_matrix)
     if users.size == 0:
         raise ValueError("the validation matrix has no user with unseen items")
     results = {}
@@ -298,6 +311,7 @@ class TfrsTutorial(_Baseline):
 
 
 BASELINES = ("popularity", "item_knn", "ease", "tfidf", "tfrs_tutorial")
+EASE_DEFAULT_LAMBDA = 300.0  # EASE's lambda where none can be tuned
 
 
 def fit_baselines(
@@ -311,8 +325,10 @@ def fit_baselines(
     interactions that scoring starts from (``_Baseline.with_history``).
 
     EASE's lambda is tuned on ``valid_matrix`` when given (fit on ``train_matrix``), else
-    300; the choice is on ``baselines["ease"].lam`` and ``.lambda_scores``. ``tfidf`` is
-    skipped (not an error) when ``item_texts`` is None."""
+    :data:`EASE_DEFAULT_LAMBDA` (300); also the default, untuned (``.lambda_scores`` empty),
+    when ``valid_matrix`` has no user with a positive on an item unseen in training
+    (:func:`can_tune_ease_lambda`). The choice is on ``baselines["ease"].lam`` and
+    ``.lambda_scores``. ``tfidf`` is skipped (not an error) when ``item_texts`` is None."""
     unknown = set(methods) - set(BASELINES)
     if unknown:
         raise ValueError(f"unknown baselines {sorted(unknown)}; known: {BASELINES}")
@@ -323,8 +339,8 @@ def fit_baselines(
         elif name == "item_knn":
             out[name] = ItemKNN(k=knn_k).fit(train_matrix)
         elif name == "ease":
-            lam, scores = 300.0, {}
-            if valid_matrix is not None:
+            lam, scores = EASE_DEFAULT_LAMBDA, {}
+            if valid_matrix is not None and can_tune_ease_lambda(train_matrix, valid_matrix):
                 lam, scores = tune_ease_lambda(train_matrix, valid_matrix, ease_lambdas, return_scores=True)
             out[name] = EASE(lam).fit(train_matrix)
             out[name].lambda_scores = scores
@@ -339,6 +355,6 @@ def fit_baselines(
 
 
 __all__ = [
-    "Popularity", "ItemKNN", "EASE", "tune_ease_lambda", "tfidf_matrix", "TfidfContent",
+    "Popularity", "ItemKNN", "EASE", "tune_ease_lambda", "can_tune_ease_lambda", "EASE_DEFAULT_LAMBDA", "tfidf_matrix", "TfidfContent",
     "TfrsTutorial", "BASELINES", "fit_baselines",
 ]

@@ -66,6 +66,11 @@ def evaluate_retrieval_run(run: RunDir, run_cfg: C.RunConfig, ecfg: C.EvaluateCo
                                 cold_items=cold_items, item_embeddings=_text_table(model, items))
     if "ease" in fitted:
         results["split"]["ease_lambda"] = float(fitted["ease"].lam)
+        results["split"]["ease_lambda_tuned"] = bool(fitted["ease"].lambda_scores)
+        if not fitted["ease"].lambda_scores:
+            why = ("no validation part" if split.valid is None or split.valid.interactions.empty else
+                   "no validation user with training history has a positive on an item unseen in training")
+            log(f"EASE: lambda {fitted['ease'].lam:g}, untuned ({why})")
     if cold_items is None and ecfg.cold_start:
         results["retrieval"]["cold_start"] = cold_start_run(run, run_cfg, ecfg, split, log)
     return results
