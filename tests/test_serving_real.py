@@ -228,3 +228,20 @@ def test_recommend_asks_the_minimal_signature_when_given_only_the_user(served):
         assert recommend(client, "recommender", USER, SCENARIO, 5)["ids"] == [i.decode() for i in minimal["ids"][0]]
         with_history = recommend(client, "recommender", USER, SCENARIO, 5, history=["i072"])
         assert len(with_history["ids"]) == 5 and with_history["because"] == ["i072"] * 5, protocol
+
+
+def test_every_export_carries_tf_servings_warm_up_requests_and_they_are_answered(served):
+    """Each servable version holds ``assets.extra/tf_serving_warmup_requests`` (PredictionLog
+    records, the file TF Serving replays on load): one real request per predict signature, for
+    that model name, which the server answers."""
+    from tfrs_multiscene.serving.signatures import LoadedModel
+
+    out, _, clients = served
+    for name in ("recommender", "ranking", "retrieval"):
+        model = LoadedModel(name, 1, out / "models" / name / "1")
+        recorded = model._recorded_warmup()
+        predict_signatures = {s for s, info in model.signatures.items() if info.method_name.endswith("/predict")}
+        assert {sig for sig, _ in recorded} == predict_signatures, name
+        for signature, inputs in recorded:
+            answer = clients["grpc"].predict(name, inputs, signature_name=signature, cast=False)
+            assert all(np.isfinite(v).all() for v in answer.values() if v.dtype.kind == "f"), (name, signature)

@@ -27,6 +27,18 @@ def data_fingerprint(split_dir) -> str:
     return digest.hexdigest()
 
 
+def warmup_values(retrieval, train, user: str, scenario: str, export: C.ExportConfig) -> dict:
+    """One real request (a training user in one of their scenarios, with their history and
+    features, ten catalogue items to rank) for the versions' warm-up files."""
+    import time
+
+    features = retrieval.query_features([user], [scenario], train)
+    values = {key: [list(map(str, v[0]))] if getattr(v, "ndim", 1) == 2 else [str(v[0])] for key, v in features.items()}
+    items = train.items["item_id"].astype(str).tolist()[:10]
+    return {**values, "k": [int(export.default_k)], "timestamp": [int(time.time())], "exclude_ids": [[""]],
+            "item_ids": [items]}
+
+
 def export_run(export: C.ExportConfig, log=print) -> dict:
     """Export the run's models as servables + TF Serving configs; returns {name: path}."""
     import numpy as np
@@ -71,7 +83,8 @@ def export_run(export: C.ExportConfig, log=print) -> dict:
                                          retrieval.cfg.positive_task)
     paths = export_from_models(export.model_base, retrieval, ranking, train.items, train.users, export,
                                sample_queries=queries, metadata=metadata, name_prefix=export.name_prefix,
-                               history=history, known_users=known_users)
+                               history=history, known_users=known_users,
+                               warmup=warmup_values(retrieval, train, str(sample[0]), str(scenarios[0]), export))
     specs = [ServableSpec(name=name, base_path=f"/models/{name}", labels={"stable": int(Path(p).name)})
              for name, p in paths.items()]
     config_paths = write_serving_configs(Path(export.model_base) / "serving_config", specs)

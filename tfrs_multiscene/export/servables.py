@@ -96,9 +96,10 @@ def make_examples(rows: list[dict]) -> list[bytes]:
 
 
 def save_servable(module: tf.Module, signatures: dict, model_base, name: str, record: dict,
-                  methods: dict | None = None, version: int | None = None) -> Path:
+                  methods: dict | None = None, version: int | None = None, warmup: Mapping | None = None) -> Path:
     """Save ``module`` with ``signatures`` as a new version of ``name``; audit its ops and
-    write the metadata JSON inside the version before it becomes visible. Returns its path."""
+    write the metadata JSON (and, given ``warmup`` values, TF Serving's warm-up requests:
+    :func:`write_warmup_requests`) inside the version before it becomes visible. Returns its path."""
 
     def save_fn(tmp: Path):
         options = tf.saved_model.SaveOptions(namespace_whitelist=["Scann"])
@@ -106,7 +107,10 @@ def save_servable(module: tf.Module, signatures: dict, model_base, name: str, re
         if methods:
             set_signature_methods(tmp, methods)
         audit = op_audit.audit(tmp)
-        metadata_lib.write_metadata(tmp, {**record, "servable": name, "op_audit": audit, "signatures": describe_signatures(tmp)})
+        described = describe_signatures(tmp)
+        if warmup is not None:
+            write_warmup_requests(tmp, name, described, warmup)
+        metadata_lib.write_metadata(tmp, {**record, "servable": name, "op_audit": audit, "signatures": described})
 
     return layout.write_version(model_base, name, save_fn, version)
 
@@ -139,6 +143,38 @@ def describe_signatures(saved_model_dir) -> dict:
 
     return {name: {"method": sig.method_name, "inputs": tensors(sig.inputs), "outputs": tensors(sig.outputs)}
             for name, sig in sorted(sm.meta_graphs[0].signature_def.items()) if not name.startswith("__")}
+
+
+#: Where TF Serving reads the requests it replays on a version before serving it.
+WARMUP_RELPATH = Path("assets.extra") / "tf_serving_warmup_requests"
+
+
+def write_warmup_requests(saved_model_dir, model_name: str, described: Mapping, values: Mapping) -> Path:
+    """TF Serving's warm-up file: one ``PredictionLog`` (a one-row ``PredictRequest``) per predict
+    signature of ``described`` (:func:`describe_signatures`), the inputs taken from ``values``
+    (``{input name: one row}``, e.g. a real user, scenario and history) and otherwise "" / 1.
+    TF Serving (and this package's server) replays them when it loads the version, so its first
+    real requests do not pay the graph's first run."""
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+    path = Path(saved_model_dir) / WARMUP_RELPATH
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for signature, info in described.items():
+            if info["method"] != PREDICT_METHOD:
+                continue
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name, request.model_spec.signature_name = model_name, signature
+            for key, (dtype, shape) in info["inputs"].items():
+                np_dtype = object if dtype == "string" else tf.as_dtype(dtype).as_numpy_dtype
+                if key in values:
+                    array = np.asarray(values[key], dtype=np_dtype)
+                else:
+                    array = np.full([1] + [d if d > 0 else 1 for d in shape[1:]], "" if dtype == "string" else 1, np_dtype)
+                request.inputs[key].CopyFrom(tf.make_tensor_proto(array, dtype=tf.as_dtype(dtype)))
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+    return path
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -302,7 +338,7 @@ def _check_index(index, default_k: int):
 
 def export_retrieval(model_base, query_model: Callable, index: TopKIndex, query_spec: Mapping[str, tf.TensorSpec], *,
                      name: str = "retrieval", default_k: int = 10, version: int | None = None, metadata: dict | None = None,
-                     known_users: KnownUsers | None = None) -> Path:
+                     known_users: KnownUsers | None = None, warmup: Mapping | None = None) -> Path:
     """Export query features -> top-K ids/scores through ``index``. Returns the version path."""
     _check_index(index, default_k)
     module = _Retriever(query_model, index)
@@ -315,7 +351,7 @@ def export_retrieval(model_base, query_model: Callable, index: TopKIndex, query_
                                 known_users)
     module.known_users = known_users
     record = {"kind": "retrieval", "index": index.describe(), "default_k": default_k, **(metadata or {})}
-    return save_servable(module, signatures, model_base, name, record, {"classify": CLASSIFY_METHOD}, version)
+    return save_servable(module, signatures, model_base, name, record, {"classify": CLASSIFY_METHOD}, version, warmup)
 
 
 # --------------------------------------------------------------------------- ranking
@@ -337,7 +373,7 @@ class _Ranker(tf.Module):
 
 def export_ranking(model_base, ranking_model: Callable, feature_spec: Mapping[str, tf.TensorSpec], tasks, *,
                    name: str = "ranking", item_feature: str = "item_ids", version: int | None = None,
-                   metadata: dict | None = None, known_users: KnownUsers | None = None) -> Path:
+                   metadata: dict | None = None, known_users: KnownUsers | None = None, warmup: Mapping | None = None) -> Path:
     """Export (user features, scenario, ``item_feature`` [B, N]) -> one [B, N] score per task,
     plus ``regress_<task>`` Example signatures (one item per Example, feature ``item_id``);
     with ``known_users`` also ``rank_user``: ``user_id``, ``scenario``, ``item_feature`` only."""
@@ -372,7 +408,7 @@ def export_ranking(model_base, ranking_model: Callable, feature_spec: Mapping[st
         signatures[f"regress_{task}"] = regress.get_concrete_function(tf.TensorSpec([None], tf.string, name="inputs"))
         methods[f"regress_{task}"] = REGRESS_METHOD
     record = {"kind": "ranking", "tasks": module.tasks, **(metadata or {})}
-    return save_servable(module, signatures, model_base, name, record, methods, version)
+    return save_servable(module, signatures, model_base, name, record, methods, version, warmup)
 
 
 # --------------------------------------------------------------------------- recommender
@@ -434,7 +470,8 @@ def export_recommender(model_base, query_model: Callable, index: TopKIndex, rank
                        query_spec: Mapping[str, tf.TensorSpec], tasks, item_ids, item_text_embeddings, *,
                        name: str = "recommender", history_feature: str = "history", item_feature: str = "item_ids",
                        candidates: int = 200, default_k: int = 10, score_weights: dict | None = None,
-                       version: int | None = None, metadata: dict | None = None, known_users: KnownUsers | None = None) -> Path:
+                       version: int | None = None, metadata: dict | None = None, known_users: KnownUsers | None = None,
+                       warmup: Mapping | None = None) -> Path:
     """Export query -> retrieval top-``candidates`` -> ranking in the request's scenario ->
     top-K with per-task scores and a 'because you liked' history item per recommendation.
 
@@ -457,7 +494,7 @@ def export_recommender(model_base, query_model: Callable, index: TopKIndex, rank
     module.known_users = known_users
     record = {"kind": "recommender", "index": index.describe(), "tasks": tasks, "score_weights": weights,
               "candidates": candidates, "default_k": default_k, **(metadata or {})}
-    return save_servable(module, signatures, model_base, name, record, {"classify": CLASSIFY_METHOD}, version)
+    return save_servable(module, signatures, model_base, name, record, {"classify": CLASSIFY_METHOD}, version, warmup)
 
 
 # --------------------------------------------------------------------------- adapters for this project's models
@@ -572,7 +609,7 @@ class PointwiseRanker(tf.Module):
 
 def export_from_models(model_base, retrieval_model, ranking_model, items, users, cfg, *, sample_queries=None,
                        metadata: dict | None = None, name_prefix: str = "", history=None,
-                       known_users: KnownUsers | None = None) -> dict:
+                       known_users: KnownUsers | None = None, warmup: Mapping | None = None) -> dict:
     """Export this project's trained models: ``retrieval``, ``ranking``, ``recommender`` (and
     ``<name>_stock`` variants with a stock-op index when ``cfg.index == "scann"`` and
     ``cfg.stock_index != "none"``). Returns ``{servable name: version path}``.
@@ -584,7 +621,8 @@ def export_from_models(model_base, retrieval_model, ranking_model, items, users,
     ``history``: the ``UserHistoryAffinity`` the ranking model was trained with (when it reads
     ``history_affinity``: its user and item tables go into the ranking servables);
     ``known_users``: each user's history and columns, which add the minimal signatures
-    (``recommend_user``, ``retrieve_user``, ``rank_user``: user id and scenario only).
+    (``recommend_user``, ``retrieve_user``, ``rank_user``: user id and scenario only);
+    ``warmup``: one real request's values (``{input: one row}``) for every version's warm-up file.
     """
     from tfrs_multiscene.export import scann_tuning
     from tfrs_multiscene.export.index import build_index
@@ -626,15 +664,15 @@ def export_from_models(model_base, retrieval_model, ranking_model, items, users,
     rec_spec = {**query_spec, **{k: v for k, v in ranker.request_spec.items() if k != ranker.item_feature}}
     base_meta = dict(metadata or {})
     paths = {f"{name_prefix}ranking": export_ranking(model_base, ranker, ranker.request_spec, ranker.tasks, name=f"{name_prefix}ranking",
-                                                     metadata=base_meta, known_users=known_users)}
+                                                     metadata=base_meta, known_users=known_users, warmup=warmup)}
     for suffix, kind in variants:
         index, tuning = make_index(kind)
         meta = {**base_meta, "metrics": {**base_meta.get("metrics", {}), "index_tuning": tuning}}
         name = f"{name_prefix}retrieval{suffix}"
         paths[name] = export_retrieval(model_base, query_model, index, query_spec, name=name, default_k=min(cfg.default_k, depth),
-                                       metadata=meta, known_users=known_users)
+                                       metadata=meta, known_users=known_users, warmup=warmup)
         name = f"{name_prefix}recommender{suffix}"
         paths[name] = export_recommender(model_base, query_model, index, ranker, rec_spec, tasks, text_ids, text, name=name,
                                          candidates=cfg.candidates, default_k=cfg.default_k, metadata=meta,
-                                         known_users=known_users)
+                                         known_users=known_users, warmup=warmup)
     return paths

@@ -380,19 +380,26 @@ class LoadedModel:
         return out
 
     def warm_up(self) -> float:
-        """Run every signature once on neutral one-row inputs ("" / 1, lists of one value), so
-        that the first real requests do not pay the graph's first-run cost all at once (TF
-        Serving warms a version the same way, from recorded requests, before it serves it).
-        A signature that rejects the neutral values is still warmed up to the rejecting op.
-        Returns the seconds it took."""
+        """Run every signature once before the version serves, so that the first real requests
+        do not all pay the graph's first run at once: the version's recorded warm-up requests
+        (``assets.extra/tf_serving_warmup_requests``, TF Serving's file, written by the export),
+        then neutral one-row inputs ("" / 1) for each signature they do not cover. A request a
+        signature refuses still warms it up to the refusing op. Returns the seconds it took."""
         import time
 
         import tensorflow as tf
 
         started = time.perf_counter()
+        warmed = set()
+        for signature, inputs in self._recorded_warmup():
+            try:
+                self.predict(signature, inputs)
+                warmed.add(signature)
+            except ServingError:
+                pass
         for name, sig in self.signatures.items():
             fn = self._functions.get(name)
-            if fn is None:
+            if fn is None or name in warmed:
                 continue
             inputs = {}
             for key, info in sig.inputs.items():
@@ -404,6 +411,25 @@ class LoadedModel:
             except (tf.errors.OpError, ValueError, TypeError):  # neutral values refused: warm enough
                 pass
         return time.perf_counter() - started
+
+    def _recorded_warmup(self) -> list:
+        """``[(signature, {input: array})]`` of the version's TF Serving warm-up file (predict
+        logs; at most 1000 records, TF Serving's own limit), [] without one."""
+        import tensorflow as tf
+
+        path = self.export_dir / "assets.extra" / "tf_serving_warmup_requests"
+        if not path.is_file():
+            return []
+        from tensorflow_serving.apis import prediction_log_pb2
+
+        out = []
+        for record in tf.data.TFRecordDataset(str(path)).take(1000):
+            log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+            if log.WhichOneof("log_type") == "predict_log":
+                request = log.predict_log.request
+                out.append((request.model_spec.signature_name or None,
+                            {k: tf.make_ndarray(v) for k, v in request.inputs.items()}))
+        return out
 
     def signature(self, name: str | None) -> SignatureInfo:
         name = name or DEFAULT_SIGNATURE
