@@ -111,3 +111,23 @@ def test_version_switch_under_load_and_corrupt_version_refused(toy_models, tmp_p
 
 def _has(rest, version) -> bool:
     return any(s["version"] == str(version) for s in rest.status("toy"))
+
+
+def test_a_version_whose_warm_up_file_is_corrupt_is_refused_and_the_old_one_keeps_serving(tmp_path):
+    """TF Serving fails a version whose warm-up requests cannot be read; so does this server,
+    with the reason in the version's status, and it goes on serving the version it had."""
+    from test_serving_toys import build_toy
+
+    from tfrs_multiscene.serving.model_store import ModelStore
+
+    base = tmp_path / "models"
+    build_toy(base / "toy" / "1", 1)
+    store = ModelStore(base, poll_seconds=0)
+    store.poll()
+    build_toy(base / "toy" / "2", 2)
+    (base / "toy" / "2" / "assets.extra").mkdir(exist_ok=True)
+    (base / "toy" / "2" / "assets.extra" / "tf_serving_warmup_requests").write_bytes(b"not a TFRecord file")
+    store.poll()
+    assert store.resolve("toy").version == 1
+    refused = dict(store.status("toy", 2))[2]
+    assert refused.state == "END" and refused.error_code != "OK" and refused.error_message, refused

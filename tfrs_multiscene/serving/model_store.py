@@ -123,7 +123,7 @@ class ModelStore:
         self._entries: dict[str, ModelEntry] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._unloaded = False  # a version left since the last poll: release its memory again then
+        self._unloaded = False  # a version left since the last poll: its memory is released at the next
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -201,16 +201,16 @@ class ModelStore:
         log.info("loading %s version %d from %s", entry.name, version, path)
         try:
             model = self._loader(entry.name, version, path, limits=self.limits)
-        except Exception as exc:  # noqa: BLE001  (any load failure refuses the version, server goes on)
+            warm = getattr(model, "warm_up", None)
+            if warm is not None:  # before it serves: the first requests must not all pay the first run
+                log.info("warmed up %s version %d in %.2f s", entry.name, version, warm())
+        except Exception as exc:  # noqa: BLE001  (a failed load or warm-up refuses the version, server goes on)
             code = exc.code if isinstance(exc, ServingError) else INVALID_ARGUMENT
             message = str(exc) if isinstance(exc, ServingError) else f"{type(exc).__name__}: {exc}"
             log.warning("refused %s version %d: %s", entry.name, version, message)
             self._failed[(entry.name, version)] = fingerprint
             self._set_status(entry.name, version, VersionStatus(END, code, message))
             return
-        warm = getattr(model, "warm_up", None)
-        if warm is not None:  # before it serves: the first requests must not all pay the first run
-            log.info("warmed up %s version %d in %.2f s", entry.name, version, warm())
         with self._lock:
             self._models.setdefault(entry.name, {})[version] = model
         self._set_status(entry.name, version, VersionStatus(AVAILABLE))
