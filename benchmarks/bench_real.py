@@ -332,14 +332,14 @@ def cold_table(results: dict) -> dict:
         return {}
     methods = {}
     for m, v in cold.items():
-        if not isinstance(v, dict) or m == "split":
+        if not isinstance(v, dict) or m in ("split", "new_item_offset"):
             continue
         row = {k: _num(v.get(k)) for k in ("recall@50", "recall_all@50")}
         row.update({k: v[k] for k in v if ("share" in k or "slot" in k) and _num(v[k]) is not None})
         if "users" in v:
             row["users"] = v["users"]
         methods[m] = row
-    return {"methods": methods, "split": cold.get("split"),
+    return {"methods": methods, "split": cold.get("split"), "new_item_offset": cold.get("new_item_offset"),
             "extra": {k: v for k, v in cold.items() if not isinstance(v, dict) and ("share" in k or "slot" in k)}}
 
 
@@ -581,8 +581,12 @@ def markdown_set(rec: dict) -> str:
     if c.get("methods"):
         sp = c.get("split") or {}
         extra_cols = sorted({k for v in c["methods"].values() for k in v if k not in ("recall@50", "recall_all@50", "users")})
-        lines += ["", f"Cold items (a cold-item split: {sp.get('held_out_items')} held-out items; recall@50 among the cold "
-                  "items only, recall_all@50 among all items):", "",
+        offset = (c.get("new_item_offset") or {}).get("offset")
+        share = sp.get("cold_interaction_share")
+        lines += ["", f"Cold items (a cold-item split: {sp.get('held_out_items')} held-out items holding "
+                  f"{f3(share)} of the interactions; recall@50 among the cold items only, recall_all@50 among all "
+                  f"items; cold_slot_share@50: their share of the top-50 slots; the model's new-item offset "
+                  f"{f3(offset)}, chosen on known-item validation):", "",
                   "| method | recall@50 | recall_all@50 | " + " | ".join(extra_cols) + (" |" if extra_cols else "").rstrip(),
                   "|---|---|---|" + "---|" * len(extra_cols)]
         lines[-2] = lines[-2].rstrip(" |") + " |"

@@ -75,7 +75,8 @@ def test_evaluate_retrieval_with_known_users_outside_the_index():
     res = evaluate_retrieval({"c": lambda rows, s: np.tile([0.0, 1.0, 2.0], (len(rows), 1))}, known, test, index,
                              ks=(1,), cold_items=["i2"])
     assert res["split"]["users_without_history"] == 1 and res["split"]["known_interactions_without_history"] == 1
-    assert res["retrieval"]["cold_start"]["c"] == {"users": 1, "recall@1": 1.0, "recall_all@1": 1.0}
+    assert res["retrieval"]["cold_start"]["c"] == {"users": 1, "recall@1": 1.0, "recall_all@1": 1.0,
+                                                   "cold_slot_share@1": 1.0}
 
 
 class _StubModel:
@@ -96,7 +97,7 @@ def test_cold_start_run_reports_users_without_history(monkeypatch, tmp_path):
 
     def fake_train(split, cfg, out_dir, **kwargs):
         calls.append(split)
-        return types.SimpleNamespace(model=_StubModel())
+        return types.SimpleNamespace(model=_StubModel(), info={})
 
     monkeypatch.setattr(T, "train_retrieval", fake_train)
     tables, info = world()
@@ -107,7 +108,11 @@ def test_cold_start_run_reports_users_without_history(monkeypatch, tmp_path):
     result = cold_start_run(types.SimpleNamespace(path=tmp_path), run_cfg, C.EvaluateConfig(ks=[1, 2]),
                             run_split, log=logged.append)
     assert calls and calls[0].info["test_items"] == info["test_items"]
-    assert result["split"]["users_without_history"] == 2
-    assert result["split"]["test_interactions_without_history"] == 3
+    # validation is a random share of the known-item interactions: lonely_valid's row on
+    # what was a validation cold item is now known, so only lonely_test lacks a history
+    assert calls[0].info["valid_kind"] == "random (known items)"
+    assert not set(calls[0].valid.interactions["item_id"]) & set(info["test_items"])
+    assert result["split"]["users_without_history"] == 1
+    assert result["split"]["test_interactions_without_history"] == 2
     assert {"model", "popularity", "tfidf"} <= set(result)
-    assert any("2 users without training history" in line for line in logged)
+    assert any("1 users without training history" in line for line in logged)

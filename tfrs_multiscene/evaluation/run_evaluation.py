@@ -88,19 +88,37 @@ def _text_table(model, items: pd.DataFrame):
     return np.asarray(table)[pos]
 
 
+def cold_item_split(split, split_cfg: C.SplitConfig):
+    """The cold-item split of ``split``'s data: a seeded ``test_fraction`` of the items held
+    out with all their interactions (the test set); validation is a random
+    ``valid_fraction`` of the other interactions, as a deployed model is validated on known
+    items (epochs and the new-item offset are chosen there, never on the cold items)."""
+    from tfrs_multiscene.data.splits import Split, make_split
+
+    cold = make_split(_whole(split), dataclasses.replace(split_cfg, split="cold_item", valid_fraction=0.0))
+    known = make_split(cold.train, dataclasses.replace(split_cfg, split="random", test_fraction=split_cfg.valid_fraction,
+                                                       valid_fraction=0.0))
+    return Split(known.train, known.test, cold.test, {**cold.info, "valid_kind": "random (known items)",
+                                                      "valid_fraction": split_cfg.valid_fraction})
+
+
 def cold_start_run(run: RunDir, run_cfg: C.RunConfig, ecfg: C.EvaluateConfig, split, log=print) -> dict:
     """Train the same two-tower on a cold-item split of the run's data; compare on cold items.
+
+    The held-out items' interactions are the test set; validation is a random share of the
+    other interactions (a deployment validates on known items), and the model's new-item
+    offset is chosen there as in any training, so recall among all items shows what a live
+    index gives new items.
 
     Users whose every interaction is on held-out (test or validation) cold items have no
     training history and no row in the training index: they are left out of the comparison
     (no method scores them) and counted in ``split.users_without_history`` (their test
     interactions in ``split.test_interactions_without_history``), see ``retrieval_eval``.
     """
-    from tfrs_multiscene.data.splits import make_split
     from tfrs_multiscene.retrieval.train import train_retrieval
 
+    cold = cold_item_split(split, run_cfg.split)
     cold_cfg = dataclasses.replace(run_cfg.split, split="cold_item")
-    cold = make_split(_whole(split), cold_cfg)
     cold_dir = run.path / "cold_start"
     log(f"cold start: training the two-tower on a cold-item split ({len(cold.info.get('test_items', []))} "
         f"held-out items) in {cold_dir}")
@@ -112,7 +130,10 @@ def cold_start_run(run: RunDir, run_cfg: C.RunConfig, ecfg: C.EvaluateConfig, sp
     out = protocol.evaluate({"model": protocol.model_scores(model), **fitted}, ecfg.ks,
                             cold_items=cold.info["test_items"])
     cold_start = out["retrieval"].get("cold_start", {})
+    cold_start["new_item_offset"] = result.info.get("new_items", {})
+    total = sum(len(part.interactions) for part in (cold.train, cold.valid, cold.test))
     cold_start["split"] = {"kind": "cold_item", "held_out_items": len(cold.info["test_items"]),
+                           "cold_interaction_share": len(cold.test.interactions) / max(total, 1),
                            "seed": cold_cfg.seed, "test_fraction": cold_cfg.test_fraction,
                            "users_without_history": out["split"]["users_without_history"],
                            "test_interactions_without_history": out["split"]["test_interactions_unknown_user"]}

@@ -76,6 +76,8 @@ def export_run(export: C.ExportConfig, log=print) -> dict:
         "run_dir": str(run.path.resolve()),
         "config": json.loads(run.config_path.read_text()),
         "data_fingerprint": data_fingerprint(run.split_dir),
+        # added to the score of items without an id embedding (the index's extra column)
+        "new_item_offset": float(retrieval.new_item_offset),
         "metrics": {"retrieval_standard_model": evaluation.get("retrieval", {}).get("standard", {}).get("model", {})},
     }
     log(f"exporting servables to {export.model_base} (index: {export.index})")

@@ -35,6 +35,7 @@ import tensorflow as tf
 from tfrs_multiscene.export import layout, op_audit
 from tfrs_multiscene.export import metadata as metadata_lib
 from tfrs_multiscene.export.index import TopKIndex
+from tfrs_multiscene.retrieval.new_items import index_towers, with_offset_column
 
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
@@ -628,23 +629,25 @@ def export_from_models(model_base, retrieval_model, ranking_model, items, users,
     from tfrs_multiscene.export.index import build_index
 
     spec = retrieval_model.spec
-    query_model = retrieval_model.query_model
     item_ids = items["item_id"].astype(str).to_numpy()
     candidates = np.asarray(retrieval_model.candidate_embeddings(items), np.float32)
+    # the index ranks by the model's score: with a new-item offset, one extra column
+    query_model, index_candidates = index_towers(retrieval_model, items)
     query_spec = {key: tf.TensorSpec([None], tf.string) for key in ("user_id", "scenario", *spec.user_categorical)}
     query_spec["history"] = tf.TensorSpec([None, None], tf.string)
     if sample_queries is None:
         rng = np.random.default_rng(0)
         sample_queries = candidates[rng.choice(len(candidates), size=min(cfg.tuning_queries, len(candidates)), replace=False)]
+    sample_queries = with_offset_column(sample_queries, index_candidates)
     depth = int(min(max(cfg.top_k, cfg.candidates), len(item_ids)))  # the recommender ranks `candidates` of them
 
     def make_index(kind):
         if kind == "brute_force":
-            return build_index(kind, query_model, item_ids, candidates, depth), None
+            return build_index(kind, query_model, item_ids, index_candidates, depth), None
         tune = scann_tuning.tune_scann if kind == "scann" else scann_tuning.tune_ivf
-        result = tune(candidates, sample_queries, k=min(10, depth), target_recall=cfg.target_recall, depth=depth)
+        result = tune(index_candidates, sample_queries, k=min(10, depth), target_recall=cfg.target_recall, depth=depth)
         extra = {"searcher": result.searcher} if kind == "scann" else {"partition": result.searcher}
-        return build_index(kind, query_model, item_ids, candidates, depth, result.params, **extra), result.to_dict()
+        return build_index(kind, query_model, item_ids, index_candidates, depth, result.params, **extra), result.to_dict()
 
     variants = [("", cfg.index)]
     if cfg.index == "scann" and cfg.stock_index != "none":

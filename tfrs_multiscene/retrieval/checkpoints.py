@@ -23,6 +23,7 @@ import tensorflow as tf
 from tfrs_multiscene.config import RetrievalConfig, from_dict, save_config
 from tfrs_multiscene.retrieval.features import FeatureSpec
 from tfrs_multiscene.retrieval.model import RetrievalModel
+from tfrs_multiscene.retrieval.new_items import OffsetChoice
 from tfrs_multiscene.retrieval.towers import IdEmbedding
 
 SUBDIR = "retrieval"
@@ -167,7 +168,7 @@ def load_retrieval(run_dir, encoder_factory: Optional[Callable] = None) -> Retri
     """Rebuild the trained retrieval model of ``run_dir`` (best validated epoch, else latest).
 
     A finetune-mode model rebuilds its text encoder from the run's ``text_config.json``
-    unless ``encoder_factory`` is given.
+    unless ``encoder_factory`` is given. Its ``new_item_offset`` is the one training chose.
     """
     cfg = load_config(run_dir)
     spec = FeatureSpec.load(model_dir(run_dir))
@@ -177,6 +178,8 @@ def load_retrieval(run_dir, encoder_factory: Optional[Callable] = None) -> Retri
     if state.latest is None:
         raise FileNotFoundError(f"no checkpoint under {model_dir(run_dir) / 'checkpoints'}")
     state.restore(final_checkpoint(state, cfg), expect_partial=True)
+    choice = OffsetChoice.load(model_dir(run_dir))
+    model.new_item_offset = choice.offset if choice is not None else 0.0
     return model
 
 

@@ -344,3 +344,21 @@ def candidate_features(items: pd.DataFrame, item_categorical: Sequence[str] = No
         values = items[col] if col in items.columns else pd.Series([PAD] * len(items))
         feats[col] = values.where(values.notna(), PAD).astype(str).to_numpy(dtype=object)
     return feats
+
+
+def query_item_matrix(pairs, frame, items, by_scenario):
+    """Sparse 0/1 [len(pairs), len(items)]: ``frame``'s items of each (user, scenario) query
+    (of the user in any scenario unless ``by_scenario``)."""
+    import scipy.sparse as sp
+
+    keys = [USER_ID, SCENARIO] if by_scenario else [USER_ID]
+    query_row = pd.Series(np.arange(len(pairs)))
+    left = pairs.reset_index(drop=True).assign(_q=query_row)
+    right = frame[[USER_ID, SCENARIO, ITEM_ID]].astype(str)
+    merged = left[keys + ["_q"]].merge(right[keys + [ITEM_ID]], on=keys)
+    cols = items.get_indexer(merged[ITEM_ID])
+    keep = cols >= 0
+    m = sp.csr_matrix((np.ones(keep.sum()), (merged["_q"].to_numpy()[keep], cols[keep])),
+                      shape=(len(pairs), len(items)))
+    m.data[:] = 1.0
+    return m

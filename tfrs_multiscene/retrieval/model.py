@@ -46,6 +46,8 @@ class RetrievalModel(tfrs.Model):
       candidate_model: tf-keras model, raw candidate dict -> [B, D].
       (With ``cfg.ensemble = N > 1`` both are :class:`EnsembleTower` s of N members and
       D = N * embedding_dim; ``member_towers`` lists the members' pairs.)
+      new_item_offset: float added to the score of items without an id embedding
+        (:mod:`~tfrs_multiscene.retrieval.new_items`); ``score`` and ``score_fn`` include it.
     """
 
     def __init__(self, spec: F.FeatureSpec, cfg: RetrievalConfig,
@@ -53,6 +55,9 @@ class RetrievalModel(tfrs.Model):
         super().__init__()
         self.spec = spec
         self.cfg = cfg
+        #: Added to the score of every item without an id embedding (``new_items``); set
+        #: after training from the validation split, 0 until then.
+        self.new_item_offset = 0.0
         if int(cfg.ensemble) < 1:
             raise ValueError(f"retrieval.ensemble (--ensemble) must be at least 1, got {cfg.ensemble}")
         members = [_member_towers(spec, cfg, encoder_factory, suffix=f"_{k + 1}" if cfg.ensemble > 1 else "")
@@ -165,7 +170,7 @@ class RetrievalModel(tfrs.Model):
         """Scores [len(users), n_items] over ``items`` (default: the training item table)."""
         items = train.items if items is None else items
         return self.query_embeddings(self.query_features(users, scenario, train)) @ \
-            self.candidate_embeddings(items).T
+            self.candidate_embeddings(items).T + self._offsets(items[F.ITEM_ID])
 
     def score_fn(self, train: schema.Tables, item_ids: Sequence[str], user_ids: Sequence[str]) -> Callable:
         """``fn(user_rows, scenario) -> float[B, len(item_ids)]`` for the evaluation module.
@@ -179,15 +184,24 @@ class RetrievalModel(tfrs.Model):
         if missing:
             raise ValueError(f"{len(missing)} item ids are not in the item table, e.g. {sorted(missing)[:3]}")
         candidates = self.candidate_embeddings(items.loc[[str(i) for i in item_ids]])
+        offsets = self._offsets(item_ids)
         queries = self.query_features(list(user_ids), F.PAD, train)
 
         def fn(user_rows, scenario=None):
             rows = np.asarray(user_rows, dtype=np.int64)
             feats = {k: v[rows] for k, v in queries.items()}
             feats[F.SCENARIO] = np.full(len(rows), F.PAD if scenario is None else str(scenario), dtype=object)
-            return self.query_embeddings(feats) @ candidates.T
+            return self.query_embeddings(feats) @ candidates.T + offsets
 
         return fn
+
+    def _offsets(self, item_ids) -> np.ndarray:
+        """float32 [len(item_ids)]: ``new_item_offset`` where the item has no id embedding."""
+        if not self.new_item_offset:
+            return np.zeros(len(item_ids), np.float32)
+        known = set(map(str, self.spec.item_ids))
+        unknown = np.array([str(i) not in known for i in item_ids], dtype=np.float32)
+        return np.float32(self.new_item_offset) * unknown
 
 
 def known_positive_mask(known_rows, candidate_rows) -> tf.Tensor:

@@ -27,6 +27,7 @@ from tfrs_multiscene.optimizers import adam, steps_per_epoch
 from tfrs_multiscene.data import schema
 from tfrs_multiscene.retrieval import checkpoints as C
 from tfrs_multiscene.retrieval import features as F
+from tfrs_multiscene.retrieval.new_items import choose_new_item_offset
 from tfrs_multiscene.retrieval.model import (CANDIDATE, ITEM_ROW, KNOWN_ROWS, NEG_CANDIDATE, NEG_ITEM_ROW, NEG_PROBABILITY,
                                              PROBABILITY, QUERY, WEIGHT, RetrievalModel, build_retrieval_model)
 
@@ -206,8 +207,8 @@ def evaluate_model(model: RetrievalModel, train: schema.Tables, test: schema.Tab
         columns = np.sort(columns[columns >= 0])
         items, scores = items[columns], scores[:, columns]
     train_pos = F.positive_interactions(train, model.cfg.positive_task)
-    seen = _query_item_matrix(pairs, train_pos, items, by_scenario=False)
-    relevant = _query_item_matrix(pairs, pos, items, by_scenario=True)
+    seen = F.query_item_matrix(pairs, train_pos, items, by_scenario=False)
+    relevant = F.query_item_matrix(pairs, pos, items, by_scenario=True)
     n = len(items)  # a K past a small catalogue ranks all of it
     ranked = M.top_k_excluding_seen(scores, seen, k=min(max(ks), n))
     out = {}
@@ -226,24 +227,6 @@ def cold_candidates(train: schema.Tables, valid: schema.Tables, positive_task=No
     if not valid_items or valid_items & warm:
         return None
     return [i for i in train.items[F.ITEM_ID].astype(str) if i not in warm]
-
-
-def _query_item_matrix(pairs, frame, items, by_scenario):
-    """Sparse 0/1 [len(pairs), len(items)]: ``frame``'s items of each (user, scenario) query
-    (of the user in any scenario unless ``by_scenario``)."""
-    import scipy.sparse as sp
-
-    keys = [F.USER_ID, F.SCENARIO] if by_scenario else [F.USER_ID]
-    query_row = pd.Series(np.arange(len(pairs)))
-    left = pairs.reset_index(drop=True).assign(_q=query_row)
-    right = frame[[F.USER_ID, F.SCENARIO, F.ITEM_ID]].astype(str)
-    merged = left[keys + ["_q"]].merge(right[keys + [F.ITEM_ID]], on=keys)
-    cols = items.get_indexer(merged[F.ITEM_ID])
-    keep = cols >= 0
-    m = sp.csr_matrix((np.ones(keep.sum()), (merged["_q"].to_numpy()[keep], cols[keep])),
-                      shape=(len(pairs), len(items)))
-    m.data[:] = 1.0
-    return m
 
 
 def selection_score(metrics: dict, ks) -> Optional[float]:
@@ -376,7 +359,7 @@ def make_optimizer(cfg: RetrievalConfig, examples: int) -> tf.keras.optimizers.O
 
 
 #: RetrievalConfig fields that may change when a run is resumed (train longer, stop sooner).
-RESUMABLE_FIELDS = ("epochs", "early_stopping")
+RESUMABLE_FIELDS = ("epochs", "early_stopping", "new_item_warm_cost")
 
 
 def train_retrieval(split, cfg: RetrievalConfig, run_dir, text_cfg: Optional[TextConfig] = None,
@@ -393,9 +376,43 @@ def train_retrieval(split, cfg: RetrievalConfig, run_dir, text_cfg: Optional[Tex
       text_cfg / text / encoder_factory: text features, either from a TextConfig (encoded
         and cached here) or given directly (see :func:`build_retrieval_model`).
       callbacks: extra Keras callbacks.
+
+    Afterwards the model's ``new_item_offset`` is chosen on ``split.valid``
+    (:mod:`~tfrs_multiscene.retrieval.new_items`) and kept beside the checkpoints.
     """
     if int(cfg.ensemble) > 1:
-        return _train_ensemble(split, cfg, run_dir, text_cfg, text, encoder_factory, seed, verbose, callbacks)
+        result = _train_ensemble(split, cfg, run_dir, text_cfg, text, encoder_factory, seed, verbose, callbacks)
+    else:
+        result = _train_single(split, cfg, run_dir, text_cfg, text, encoder_factory, seed, verbose, callbacks)
+    valid = None if isinstance(split, schema.Tables) else split.valid
+    train = split if isinstance(split, schema.Tables) else split.train
+    result.info["new_items"] = set_new_item_offset(result.model, train, valid, run_dir)
+    return result
+
+
+def set_new_item_offset(model: RetrievalModel, train: schema.Tables, valid: Optional[schema.Tables], run_dir) -> dict:
+    """Choose ``model.new_item_offset`` on ``valid`` within ``model.cfg.new_item_warm_cost``,
+    save the choice beside the checkpoints and return a summary for the run's info."""
+    cost = float(model.cfg.new_item_warm_cost or 0.0)
+    choice = choose_new_item_offset(model, train, valid, warm_cost=cost) if cost > 0 else None
+    model.new_item_offset = choice.offset if choice is not None else 0.0
+    if choice is None:
+        (C.model_dir(run_dir) / "new_items.json").unlink(missing_ok=True)
+        return {"offset": 0.0, "reason": "no warm cost allowed" if cost <= 0 else
+                "no validation positives or no item without an id embedding"}
+    choice.save(C.model_dir(run_dir))
+    at = {row["offset"]: row for row in choice.curve}
+    zero, chosen = choice.curve[0], at[choice.offset]
+    log.info("new items: score offset %.3f for items without an id embedding (validation selection score of "
+             "simulated new items %.4f -> %.4f, of known items %.4f -> %.4f; allowed cost %.0f%%)",
+             choice.offset, zero["new"], chosen["new"], zero["warm"], chosen["warm"], 100 * cost)
+    return {"offset": choice.offset, "warm_cost": cost, "validation_positives": choice.validation_positives,
+            "warm": [zero["warm"], chosen["warm"]], "new": [zero["new"], chosen["new"]]}
+
+
+def _train_single(split, cfg: RetrievalConfig, run_dir, text_cfg, text, encoder_factory, seed, verbose,
+                  callbacks) -> RetrievalResult:
+    """One two-tower (no ensemble): see :func:`train_retrieval`."""
     train = split if isinstance(split, schema.Tables) else split.train
     valid = None if isinstance(split, schema.Tables) else split.valid
     tf.keras.utils.set_random_seed(seed)
@@ -495,8 +512,8 @@ def _train_ensemble(split, cfg: RetrievalConfig, run_dir, text_cfg, text, encode
             warm = str(member_run_dir(warm, k))
         member_cfg = dataclasses.replace(cfg, ensemble=1, warm_start=warm)
         log.info("ensemble member %d of %d (seed %d)", k + 1, cfg.ensemble, seed + k)
-        members.append(train_retrieval(split, member_cfg, member_run_dir(run_dir, k), text_cfg, text,
-                                       encoder_factory, seed=seed + k, verbose=verbose, callbacks=callbacks))
+        members.append(_train_single(split, member_cfg, member_run_dir(run_dir, k), text_cfg, text,
+                                     encoder_factory, seed=seed + k, verbose=verbose, callbacks=callbacks))
     model = RetrievalModel(members[0].model.spec, cfg, encoder_factory).build_towers()
     for (query_tower, candidate_tower), member in zip(model.member_towers, members):
         for dst, src in ((query_tower, member.model.query_model), (candidate_tower, member.model.candidate_model)):

@@ -72,6 +72,7 @@ def build_index_artifact(model_run_dir, out_dir, preprocess_dir, kind: str = "sc
     from tfrs_multiscene.export.index import build_index
     from tfrs_multiscene.export.servables import export_retrieval
     from tfrs_multiscene.retrieval.checkpoints import load_retrieval
+    from tfrs_multiscene.retrieval.new_items import index_towers, with_offset_column
 
     if kind not in KINDS or fallback not in KINDS[1:]:
         raise ValueError(f"kind must be one of {KINDS} and fallback one of {KINDS[1:]}, got {kind!r}, {fallback!r}")
@@ -90,26 +91,27 @@ def build_index_artifact(model_run_dir, out_dir, preprocess_dir, kind: str = "sc
         model = load_retrieval(fsutil.local_path(model_run_dir))
     items, _ = E.load_frames(preprocess_dir)
     ids = items["item_id"].astype(str).to_numpy()
-    candidates = np.asarray(model.candidate_embeddings(items), np.float32)
+    query_model, candidates = index_towers(model, items)
     depth = int(min(top_k, len(ids)))
     k = min(k, depth)
     rng = np.random.default_rng(0)
-    queries = candidates[rng.choice(len(candidates), size=min(num_queries, len(candidates)), replace=False)]
+    raw = np.asarray(model.candidate_embeddings(items), np.float32)
+    queries = with_offset_column(raw[rng.choice(len(raw), size=min(num_queries, len(raw)), replace=False)], candidates)
     if kind == "brute_force":
-        index = build_index(kind, model.query_model, ids, candidates, depth)
+        index = build_index(kind, query_model, ids, candidates, depth)
         report.update(kind=kind, params={}, recall=1.0, reached_target=True)
     else:
         tune = scann_tuning.tune_scann if kind == "scann" else scann_tuning.tune_ivf
         result = tune(candidates, queries, k=k, target_recall=target_recall, depth=depth)
         extra = {"searcher": result.searcher} if kind == "scann" else {"partition": result.searcher}
-        index = build_index(kind, model.query_model, ids, candidates, depth, result.params, **extra)
+        index = build_index(kind, query_model, ids, candidates, depth, result.params, **extra)
         report.update(kind=kind, **{key: v for key, v in result.to_dict().items() if key != "tried"})
     report["stock_ops"] = bool(index.describe().get("stock_ops", kind != "scann"))
     spec = {key: tf.TensorSpec([None], tf.string) for key in ("user_id", "scenario", *model.spec.user_categorical)}
     spec["history"] = tf.TensorSpec([None, None], tf.string)
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / "out"
-        version = export_retrieval(Path(tmp) / "export", model.query_model, index, spec, default_k=k,
+        version = export_retrieval(Path(tmp) / "export", query_model, index, spec, default_k=k,
                                    metadata={"index_tuning": report})
         shutil.copytree(version, staged / SERVING_SUBDIR)
         (staged / REPORT_FILE).write_text(json.dumps(report, indent=1, default=str) + "\n")

@@ -373,17 +373,17 @@ def run_fn(fn_args) -> None:
 
 def _export_retrieval_only(model, items: pd.DataFrame, export_cfg: ExportConfig, run_dir: Path) -> Path:
     """Export the retrieval servable (stock-op brute force index) under ``run_dir/models``."""
-    import numpy as np
     import tensorflow as tf
 
     from tfrs_multiscene.export.index import build_index
     from tfrs_multiscene.export.servables import export_retrieval
+    from tfrs_multiscene.retrieval.new_items import index_towers
 
     ids = items[S.ITEM_ID].astype(str).to_numpy()
     depth = int(min(export_cfg.top_k, len(ids)))
-    index = build_index("brute_force", model.query_model, ids,
-                        np.asarray(model.candidate_embeddings(items), np.float32), depth)
+    query_model, candidates = index_towers(model, items)
+    index = build_index("brute_force", query_model, ids, candidates, depth)
     spec = {k: tf.TensorSpec([None], tf.string) for k in (S.USER_ID, S.SCENARIO, *model.spec.user_categorical)}
     spec["history"] = tf.TensorSpec([None, None], tf.string)
-    return export_retrieval(run_dir / "models", model.query_model, index, spec,
+    return export_retrieval(run_dir / "models", query_model, index, spec,
                             default_k=min(export_cfg.default_k, depth))
