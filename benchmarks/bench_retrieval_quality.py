@@ -14,7 +14,7 @@ text model against an id-only model (``--text-encoder none``) on the random spli
 
     .venv/bin/python benchmarks/bench_retrieval_quality.py --json benchmarks/out/retrieval_quality.json
     # variants: RetrievalConfig overrides as JSON, one model per variant
-    .venv/bin/python benchmarks/bench_retrieval_quality.py --variant 'nocold={"text_only_loss_weight": 0}'
+    .venv/bin/python benchmarks/bench_retrieval_quality.py --variant 'nouid={"use_user_id": false}'
 """
 
 from __future__ import annotations

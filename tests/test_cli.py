@@ -18,7 +18,7 @@ def test_every_flag_maps_to_one_config_field():
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     for name, (_, sections) in cli.COMMANDS.items():
-        dests = {a.dest for a in sub.choices[name]._actions if a.dest not in ("help", "config_file", "args")}
+        dests = {a.dest for a in sub.choices[name]._actions if a.dest not in ("help", "help_all", "config_file", "args")}
         fields = {f"{s}.{f.name}" for s, cls in sections.items() for f in C.dataclasses.fields(cls)
                   if "flag" in f.metadata}
         assert dests == fields, name
@@ -171,6 +171,32 @@ def test_export_names_a_missing_history_file(quick_demo, tmp_path):
     with pytest.raises(UserError, match=r"history\.npz is missing.*--stages ranking"):
         export_run(C.ExportConfig(run_dir=str(run), model_base=str(tmp_path / "models")), log=lambda *_: None)
     assert not (tmp_path / "models").exists()
+
+
+def test_train_help_shows_the_common_flags_and_help_all_every_one(capsys):
+    """`train --help` stays readable (at most 30 flags) and names where the rest are; an
+    advanced flag still works; `--help-all` lists every flag."""
+    def flags(argv):
+        with pytest.raises(SystemExit):
+            cli.main(argv)
+        out = capsys.readouterr().out
+        return out, {w.rstrip(",") for line in out.splitlines() for w in line.split()[:2] if w.startswith("-")}
+
+    short, shown = flags(["train", "--help"])
+    assert len(shown) <= 31 and {"--data", "--run", "--epochs", "--architecture", "--text-encoder"} <= shown
+    assert "--temperature" not in shown and "--help-all" in short and "docs/CONFIG.md" in short
+    _, every = flags(["train", "--help-all"])
+    assert {"--temperature", "--mixed-negatives", "--wide-prior"} <= every and len(every) > 90
+    args = cli.build_parser().parse_args(["train", "--temperature", "0.3"])
+    assert cli.build_configs(args)["retrieval"].temperature == 0.3
+
+
+def test_the_settings_reference_page_matches_the_config_dataclasses():
+    """docs/CONFIG.md is generated from the dataclasses (scripts/config_reference.py): a new
+    or changed setting without a regenerated page fails here."""
+    page = (ROOT / "docs" / "CONFIG.md").read_text()
+    assert page == cli.config_reference() + "\n", "run .venv/bin/python scripts/config_reference.py"
+    assert "| `new_item_warm_cost` | `--new-item-warm-cost` | `0.02` |" in page
 
 
 def test_every_command_answers_help_without_a_traceback(capsys):

@@ -281,42 +281,41 @@ def test_finetune_mode_trains_the_text_encoder_and_reloads(tmp_path):
     np.testing.assert_allclose(loaded.candidate_embeddings(items), result.model.candidate_embeddings(items), atol=1e-5)
 
 
-def test_cold_item_options_train_reload_and_score_unseen_items(tmp_path):
-    """bag_of_words + text_only_loss_weight + item_id_dropout: the word path is built from
-    every item's text (cold items too), trains, reloads exactly, and the text-only path is
-    what an unseen item gets."""
-    from tfrs_multiscene.retrieval.towers import BagOfWordsEmbedding
-
-    split = holdout(two_taste_world())
-    cfg = RetrievalConfig(**{**CFG.__dict__, "epochs": 3, "bag_of_words": True,
-                             "text_only_loss_weight": 1.0, "item_id_dropout": 0.5})
-    result = train_retrieval(split, cfg, tmp_path, verbose=0)
-    model = result.model
-    assert isinstance(model.candidate_model.words, BagOfWordsEmbedding)
-    assert model.query_model.history_words is model.candidate_model.words  # shared with history
-    assert model.candidate_model.item_id.dropout == 0.5 and model.query_model.scenario.dropout == CFG.id_dropout
-    assert {"even", "odd", "thing", "43"} <= set(model.spec.item_words)  # "43": a cold item's word
-    assert len(model.spec.item_tokens) == len(split.train.items)  # cold items i40..i43 included
-    assert np.isfinite(result.history["loss"]).all()
-
-    # Training moved the word embeddings away from their initialisation.
-    fresh = C.load_retrieval(tmp_path)
-    words = model.candidate_model.words.words.embedding.embeddings.numpy()
-    assert np.abs(words).max() > 0.2  # RandomNormal(0.05) start
-    np.testing.assert_allclose(fresh.candidate_embeddings(split.train.items),
-                               model.candidate_embeddings(split.train.items), atol=1e-6)
-
-    # An item with no training interaction is embedded exactly as the text-only path
-    # (OOV id row + words + category) that the auxiliary loss trains.
+def test_items_without_a_training_interaction_are_embedded_through_the_unknown_id_path(tmp_path):
+    """An item with no training interaction gets the OOV id row + its categorical features,
+    exactly what ``unknown_ids=True`` computes (the new-item offset reads that path), and
+    that path still separates the two tastes through the category."""
     from tfrs_multiscene.retrieval import features as F
 
+    split = holdout(two_taste_world())
+    model = train_retrieval(split, RetrievalConfig(**{**CFG.__dict__, "epochs": 3}), tmp_path, verbose=0).model
     cold = split.train.items[split.train.items.item_id.isin(["i40", "i41", "i42", "i43"])]
     feats = {k: tf.constant(v.astype(str)) for k, v in F.candidate_features(cold, ["category"]).items()}
     np.testing.assert_allclose(model.candidate_model(feats, unknown_ids=True).numpy(),
                                model.candidate_embeddings(cold), atol=1e-6)
-    # And the text-only path still separates the two tastes: even users prefer even cold items.
     scores = model.score(["u0", "u2", "u1", "u3"], "feed", split.train, cold)
     assert (scores[:2, [0, 2]].mean() > scores[:2, [1, 3]].mean()) and (scores[2:, [1, 3]].mean() > scores[2:, [0, 2]].mean())
+
+
+def test_a_run_saved_with_a_retired_setting_at_its_off_value_still_loads(tmp_path):
+    """Settings measured useless were deleted; a run directory written before that (they
+    are in its config.json at their off value) resumes and reloads, a non-off value is
+    refused with the field named."""
+    import json
+
+    from tfrs_multiscene.config import from_dict
+
+    split = holdout(two_taste_world())
+    cfg = RetrievalConfig(**{**CFG.__dict__, "epochs": 1})
+    train_retrieval(split, cfg, tmp_path, verbose=0)
+    path = tmp_path / "retrieval" / "config.json"
+    old = {**json.loads(path.read_text()), "bag_of_words": False, "text_only_loss_weight": 0.0,
+           "item_id_dropout": None, "l2_regularization": 0.0}
+    path.write_text(json.dumps(old))
+    assert C.load_retrieval(tmp_path).cfg.epochs == 1
+    train_retrieval(split, RetrievalConfig(**{**CFG.__dict__, "epochs": 2}), tmp_path, verbose=0)  # resumes
+    with pytest.raises(ValueError, match="text_only_loss_weight = 0.5 is no longer a setting"):
+        from_dict(RetrievalConfig, {"text_only_loss_weight": 0.5})
 
 
 def test_cold_item_split_validates_among_the_cold_items(tmp_path):
@@ -332,7 +331,7 @@ def test_cold_item_split_validates_among_the_cold_items(tmp_path):
     assert set(split.info["valid_items"]) <= set(candidates)
     assert not set(candidates) & set(split.train.interactions["item_id"])
     assert cold_candidates(split.train, split.train) is None  # a warm validation ranks every item
-    cfg = RetrievalConfig(**{**CFG.__dict__, "epochs": 3, "early_stopping": 0, "text_only_loss_weight": 1.0})
+    cfg = RetrievalConfig(**{**CFG.__dict__, "epochs": 3, "early_stopping": 0})
     result = train_retrieval(split, cfg, tmp_path, verbose=0)
     history = result.history
     assert max(history["val_selection_score"]) > 0.3

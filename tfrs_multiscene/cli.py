@@ -42,21 +42,62 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(show_advanced: bool = False) -> argparse.ArgumentParser:
+    """The CLI; ``show_advanced`` (``--help-all``) lists every setting's flag in the help."""
     parser = argparse.ArgumentParser(prog="tfrs-multiscene", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=tfrs_multiscene.__version__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help_text, sections) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         if sections:
             p.add_argument("--config", dest="config_file", default=None,
                            help="YAML or JSON file with the sections: " + ", ".join(sections))
+        advanced = 0
         for section, cls in sections.items():
             group = p.add_argument_group(section)
-            C.add_arguments(group, cls, section)
+            advanced += C.add_arguments(group, cls, section, show_advanced=show_advanced)
+        if advanced:
+            p.add_argument("--help-all", action="help", help=f"show the flags of all {advanced} more settings and exit")
+            if not show_advanced:
+                p.epilog = (f"{advanced} more settings are fields of the --config file (each also takes a flag):\n"
+                            f"`tfrs-multiscene {name} --help-all` lists them, docs/CONFIG.md describes every one.")
         if name in ("benchmark", "preprocess"):
             p.add_argument("args", nargs=argparse.REMAINDER, help="Arguments of the benchmark/pipeline.")
     return parser
+
+
+def config_reference() -> str:
+    """docs/CONFIG.md: every setting of every command, from the config dataclasses."""
+    import dataclasses
+
+    lines = ["# Settings", "",
+             "Every setting of every command, generated from the config dataclasses in",
+             "`tfrs_multiscene/config.py` by `scripts/config_reference.py` (a test checks that this page",
+             "matches them). A setting is a field of its section in a `--config` YAML/JSON file",
+             "(`retrieval: {temperature: 0.2}`) and takes the flag shown; precedence: defaults <",
+             "config file < flags. `--help` shows the common flags, `--help-all` every one;",
+             "*advanced* marks the settings `--help` leaves out.", ""]
+    done = set()
+    for _, sections in COMMANDS.values():
+        for section, cls in sections.items():
+            if cls in done:
+                continue
+            done.add(cls)
+            used_by = [c for c, (_, s) in COMMANDS.items() if cls in s.values()]
+            lines += [f"## `{section}` ({', '.join(f'`{c}`' for c in used_by)})", "",
+                      (cls.__doc__ or "").strip().splitlines()[0], "",
+                      "| field | flag | default | what it sets |", "|---|---|---|---|"]
+            for f in dataclasses.fields(cls):
+                meta = f.metadata
+                if "flag" not in meta:
+                    continue
+                default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                note = " *advanced*" if meta.get("advanced") else ""
+                text = meta["help"].replace("|", "\\|")
+                lines.append(f"| `{f.name}` | `{meta['flag']}` | `{default!r}` | {text}{note} |")
+            lines.append("")
+    return "\n".join(lines)
 
 
 def build_configs(args: argparse.Namespace) -> dict:
@@ -92,7 +133,7 @@ def main(argv=None) -> int:
         except UserError as err:
             print(f"error: {err}", file=sys.stderr)
             return err.exit_code
-    parser = build_parser()
+    parser = build_parser(show_advanced="--help-all" in argv)
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()

@@ -17,9 +17,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 
-def option(default, flag: str, help: str, choices=None, item_type=None, **kwargs):
-    """A dataclass field that the CLI exposes as ``flag`` (``item_type``: of a list's items)."""
-    meta = {"flag": flag, "help": help}
+def option(default, flag: str, help: str, choices=None, item_type=None, advanced: bool = False, **kwargs):
+    """A dataclass field that the CLI exposes as ``flag`` (``item_type``: of a list's items).
+
+    ``advanced``: a setting most users leave alone; ``--help`` leaves its flag out (it still
+    works, ``--help-all`` lists it) and docs/CONFIG.md describes it with the others."""
+    meta = {"flag": flag, "help": help, "advanced": advanced}
     if item_type is not None:
         meta["item_type"] = item_type
     if choices is not None:
@@ -42,12 +45,12 @@ class DataConfig:
     format: Optional[str] = option(None, "--format", "Input format: csv, tsv, parquet, jsonl, tfrecord, movielens-100k, movielens-1m, mind, amazon. Default: from the files.")
     scenario_from: Optional[str] = option(None, "--scenario-from", "Adapters: derive scenarios from a user or item column (e.g. age_group, genre), or 'none' for a single scenario.")
     strict: bool = option(False, "--strict", "Exit non-zero if any row is quarantined.")
-    quarantine_dir: Optional[str] = option(None, "--quarantine-dir", "Where quarantined rows go (default: the run directory, else the data directory).")
-    scenarios: list = option([], "--scenarios", "Allowed scenario names (others are quarantined). Default: any.")
+    quarantine_dir: Optional[str] = option(None, "--quarantine-dir", "Where quarantined rows go (default: the run directory, else the data directory).", advanced=True)
+    scenarios: list = option([], "--scenarios", "Allowed scenario names (others are quarantined). Default: any.", advanced=True)
     tasks: list = option([], "--tasks", "Label columns that are tasks. Default: the known label columns present.")
-    liked_threshold: float = option(4.0, "--liked-threshold", "Ratings at or above this make the derived 'liked' label 1.")
-    chunk_rows: int = option(200_000, "--chunk-rows", "Rows per chunk when streaming CSV/Parquet/TFRecord.")
-    id_only_items: bool = option(True, "--id-only-items", "Amazon: keep reviews of items without metadata (no meta_* file, or not in it) with id-only items (empty title), counted in the validation report; --no-id-only-items quarantines them.")
+    liked_threshold: float = option(4.0, "--liked-threshold", "Ratings at or above this make the derived 'liked' label 1.", advanced=True)
+    chunk_rows: int = option(200_000, "--chunk-rows", "Rows per chunk when streaming CSV/Parquet/TFRecord.", advanced=True)
+    id_only_items: bool = option(True, "--id-only-items", "Amazon: keep reviews of items without metadata (no meta_* file, or not in it) with id-only items (empty title), counted in the validation report; --no-id-only-items quarantines them.", advanced=True)
 
 
 @dataclasses.dataclass
@@ -82,14 +85,14 @@ class TextConfig:
 
     text_encoder: str = option("minilm", "--text-encoder", "'minilm' (pretrained all-MiniLM-L6-v2), 'scratch', 'none', or a path to a Hugging Face/KerasHub BERT directory.")
     text_mode: str = option("frozen", "--text-mode", "frozen: cached embeddings + trainable projection; finetune: the encoder trains in the tower.", choices=("frozen", "finetune"))
-    max_length: int = option(32, "--max-length", "Token sequence length.")
-    cache_dir: str = option("~/.cache/tfrs_multiscene/text", "--text-cache-dir", "Cache of frozen text embeddings, keyed by text hash and encoder hash.")
-    scratch_vocab_size: int = option(8000, "--scratch-vocab-size", "WordPiece vocabulary size of the from-scratch encoder.")
-    scratch_dim: int = option(128, "--scratch-dim", "Width of the from-scratch encoder.")
-    scratch_layers: int = option(2, "--scratch-layers", "Transformer layers of the from-scratch encoder.")
-    embed_batch_size: int = option(256, "--embed-batch-size", "Texts per batch when embedding.")
-    scratch_seed: int = option(42, "--scratch-seed", "Seed of the from-scratch encoder's initial weights.")
-    text_weights_sha256: Optional[str] = option(None, "--text-weights-sha256", "Expected sha256 of the weights file of a --text-encoder PATH directory; refused if it differs.")
+    max_length: int = option(32, "--max-length", "Token sequence length.", advanced=True)
+    cache_dir: str = option("~/.cache/tfrs_multiscene/text", "--text-cache-dir", "Cache of frozen text embeddings, keyed by text hash and encoder hash.", advanced=True)
+    scratch_vocab_size: int = option(8000, "--scratch-vocab-size", "WordPiece vocabulary size of the from-scratch encoder.", advanced=True)
+    scratch_dim: int = option(128, "--scratch-dim", "Width of the from-scratch encoder.", advanced=True)
+    scratch_layers: int = option(2, "--scratch-layers", "Transformer layers of the from-scratch encoder.", advanced=True)
+    embed_batch_size: int = option(256, "--embed-batch-size", "Texts per batch when embedding.", advanced=True)
+    scratch_seed: int = option(42, "--scratch-seed", "Seed of the from-scratch encoder's initial weights.", advanced=True)
+    text_weights_sha256: Optional[str] = option(None, "--text-weights-sha256", "Expected sha256 of the weights file of a --text-encoder PATH directory; refused if it differs.", advanced=True)
 
 
 @dataclasses.dataclass
@@ -100,35 +103,31 @@ class RetrievalConfig:
     epochs: int = option(10, "--epochs", "Training epochs.")
     batch_size: int = option(256, "--batch-size", "Training batch size (in-batch negatives).")
     learning_rate: float = option(0.001, "--learning-rate", "Adam learning rate.")
-    temperature: float = option(0.1, "--temperature", "Softmax temperature of the retrieval task.")
-    logq_correction: bool = option(True, "--logq-correction", "Sampling-bias (log-Q) correction from item frequencies.")
-    hard_negatives: int = option(0, "--hard-negatives", "Number of hard negatives per query (0: off).")
-    remove_accidental_hits: bool = option(True, "--remove-accidental-hits", "Mask in-batch negatives that are the positive item.")
-    l2_normalize: bool = option(True, "--l2-normalize", "L2-normalise tower outputs.")
-    id_dropout: float = option(0.1, "--id-dropout", "Probability of dropping an id during training (robustness to unseen ids).")
-    history_length: int = option(50, "--history-length", "Recent items pooled into the query tower.")
-    l2_regularization: float = option(0.0, "--l2-regularization", "L2 penalty on embeddings.")
+    temperature: float = option(0.1, "--temperature", "Softmax temperature of the retrieval task.", advanced=True)
+    logq_correction: bool = option(True, "--logq-correction", "Sampling-bias (log-Q) correction from item frequencies.", advanced=True)
+    hard_negatives: int = option(0, "--hard-negatives", "Number of hard negatives per query (0: off).", advanced=True)
+    remove_accidental_hits: bool = option(True, "--remove-accidental-hits", "Mask in-batch negatives that are the positive item.", advanced=True)
+    l2_normalize: bool = option(True, "--l2-normalize", "L2-normalise tower outputs.", advanced=True)
+    id_dropout: float = option(0.1, "--id-dropout", "Probability of dropping an id during training (robustness to unseen ids).", advanced=True)
+    history_length: int = option(50, "--history-length", "Recent items pooled into the query tower.", advanced=True)
     warm_start: Optional[str] = option(None, "--warm-start", "Run directory whose model continues training on new data.")
-    feature_dim: int = option(64, "--feature-dim", "Width of each tower part (id, history, category and text embeddings) before the head.")
-    hidden_units: list = option([], "--hidden-units", "Hidden ReLU layer widths of each tower's head (empty: a linear head).", item_type=int)
-    use_user_id: bool = option(False, "--use-user-id", "Include the user id embedding in the query tower (off by default: on sparse users it overfits; history carries the user).")
-    share_item_embeddings: bool = option(True, "--share-item-embeddings", "History items use the candidate tower's item id (and text) embeddings.")
-    history_sampling: str = option("recent", "--history-sampling", "Training history per example: the user's most recent other positives, or a random subset of them each epoch.", choices=("recent", "random"))
-    history_dropout: float = option(0.0, "--history-dropout", "Training only: drop each history item of an example with this probability, re-drawn every batch (denoising, as in Mult-DAE; the query then learns from partial histories).")
-    positive_task: Optional[str] = option(None, "--positive-task", "Label column marking a positive (default: click/liked/... when present, else every interaction; 'all': every interaction even when label columns exist).")
-    validate_every: int = option(1, "--validate-every", "Compute validation Recall@K every N epochs (0: never).")
-    restore_best: bool = option(True, "--restore-best", "End with the weights of the epoch with the best validation selection score (when validating).")
-    selection_ks: list = option([10, 20, 50], "--selection-ks", "Cut-offs K whose validation Recall@K and NDCG@K are averaged into the selection score that picks the best epoch and drives early stopping (one K alone is too noisy on a small validation split).", item_type=int)
-    ema_momentum: float = option(0.0, "--ema-momentum", "Keep an exponential moving average of the weights with this momentum (e.g. 0.99) and make it the model at every epoch end, so validation, checkpoints and the export see the averaged weights (0: off).")
-    plateau_lr_factor: float = option(0.0, "--plateau-lr-factor", "Multiply the learning rate by this factor after each validated epoch without a better selection score (e.g. 0.5; 0: keep it constant).")
-    early_stopping: int = option(3, "--early-stopping", "Stop after this many validated epochs without a better selection score (0: train every epoch).")
-    text_only_loss_weight: float = option(0.0, "--text-only-loss-weight", "Weight of an auxiliary retrieval loss in which the candidate tower sees every item as an unknown id (OOV row + text + categorical features), so that path alone retrieves the positive, as it must for cold items (0: off).")
-    item_id_dropout: Optional[float] = option(None, "--item-id-dropout", "Id dropout of the candidate tower's item id (default: --id-dropout).")
-    mixed_negatives: int = option(4096, "--mixed-negatives", "Items drawn uniformly from the item table per batch and added to the in-batch negatives (mixed negative sampling; corrects in-batch popularity bias; a catalogue no larger than this joins whole, each item once; 0: in-batch only).")
-    ensemble: int = option(1, "--ensemble", "Two-tower members, each trained on its own (a whole training with seed S+k, under <run>/retrieval/members/; the streamed --examples trainer trains them side by side on the same batches) and served as one two-tower: the towers output the members' embeddings concatenated and scaled by 1/sqrt(N), so the score is the mean of the members' scores, still one dot product for the same index (N x the training time and embedding width).")
-    mask_known_positives: bool = option(False, "--mask-known-positives", "Training only: a query's other training positives (its history pool) are not negatives in its softmax (in-batch or mixed). Recommendations exclude them anyway; pushing them down works against the history that predicts the target (false negatives).")
+    feature_dim: int = option(64, "--feature-dim", "Width of each tower part (id, history, category and text embeddings) before the head.", advanced=True)
+    hidden_units: list = option([], "--hidden-units", "Hidden ReLU layer widths of each tower's head (empty: a linear head).", item_type=int, advanced=True)
+    use_user_id: bool = option(False, "--use-user-id", "Include the user id embedding in the query tower (off by default: on sparse users it overfits; history carries the user).", advanced=True)
+    share_item_embeddings: bool = option(True, "--share-item-embeddings", "History items use the candidate tower's item id (and text) embeddings.", advanced=True)
+    history_sampling: str = option("recent", "--history-sampling", "Training history per example: the user's most recent other positives, or a random subset of them each epoch.", choices=("recent", "random"), advanced=True)
+    history_dropout: float = option(0.0, "--history-dropout", "Training only: drop each history item of an example with this probability, re-drawn every batch (denoising, as in Mult-DAE; the query then learns from partial histories).", advanced=True)
+    positive_task: Optional[str] = option(None, "--positive-task", "Label column marking a positive (default: click/liked/... when present, else every interaction; 'all': every interaction even when label columns exist).", advanced=True)
+    validate_every: int = option(1, "--validate-every", "Compute validation Recall@K every N epochs (0: never).", advanced=True)
+    restore_best: bool = option(True, "--restore-best", "End with the weights of the epoch with the best validation selection score (when validating).", advanced=True)
+    selection_ks: list = option([10, 20, 50], "--selection-ks", "Cut-offs K whose validation Recall@K and NDCG@K are averaged into the selection score that picks the best epoch and drives early stopping (one K alone is too noisy on a small validation split).", item_type=int, advanced=True)
+    ema_momentum: float = option(0.0, "--ema-momentum", "Keep an exponential moving average of the weights with this momentum (e.g. 0.99) and make it the model at every epoch end, so validation, checkpoints and the export see the averaged weights (0: off).", advanced=True)
+    plateau_lr_factor: float = option(0.0, "--plateau-lr-factor", "Multiply the learning rate by this factor after each validated epoch without a better selection score (e.g. 0.5; 0: keep it constant).", advanced=True)
+    early_stopping: int = option(3, "--early-stopping", "Stop after this many validated epochs without a better selection score (0: train every epoch).", advanced=True)
+    mixed_negatives: int = option(4096, "--mixed-negatives", "Items drawn uniformly from the item table per batch and added to the in-batch negatives (mixed negative sampling; corrects in-batch popularity bias; a catalogue no larger than this joins whole, each item once; 0: in-batch only).", advanced=True)
+    ensemble: int = option(1, "--ensemble", "Two-tower members, each trained on its own (a whole training with seed S+k, under <run>/retrieval/members/; the streamed --examples trainer trains them side by side on the same batches) and served as one two-tower: the towers output the members' embeddings concatenated and scaled by 1/sqrt(N), so the score is the mean of the members' scores, still one dot product for the same index (N x the training time and embedding width).", advanced=True)
+    mask_known_positives: bool = option(False, "--mask-known-positives", "Training only: a query's other training positives (its history pool) are not negatives in its softmax (in-batch or mixed). Recommendations exclude them anyway; pushing them down works against the history that predicts the target (false negatives).", advanced=True)
     new_item_warm_cost: float = option(0.02, "--new-item-warm-cost", "Relative share of the warm validation selection score that the new-item score offset may cost: the offset for items without an id embedding is the one that serves simulated new items best within this price (0: no offset; see retrieval/new_items.py).")
-    bag_of_words: bool = option(False, "--bag-of-words", "Add a learned bag-of-words text path to the candidate tower (and the history): mean of trainable word embeddings of the item's title + description, so words shared with training items carry over to cold items.")
 
 
 @dataclasses.dataclass
@@ -136,42 +135,42 @@ class RankingConfig:
     """The multi-scenario ranking model."""
 
     architecture: str = option("shared_bottom", "--architecture", "Ranking architecture.", choices=RANKING_ARCHITECTURES)
-    bottom_units: list = option([256, 128], "--bottom-units", "Shared bottom layer widths.")
-    tower_units: list = option([64], "--tower-units", "Per-scenario tower layer widths.")
-    num_experts: int = option(4, "--num-experts", "Experts (MMoE / PLE).")
-    use_cross: bool = option(False, "--use-cross", "Add a deep-cross layer (tfrs.layers.dcn.Cross) to the bottom.")
-    scenario_film: bool = option(True, "--scenario-film", "shared_bottom: condition the bottom on the scenario (per-scenario FiLM scale and shift of every hidden layer).")
-    scenario_wide: bool = option(True, "--scenario-wide", "shared_bottom: add a per-scenario linear logit on the encoded input to each tower's output (wide & deep per scenario).")
-    shared_tower: bool = option(False, "--shared-tower", "shared_bottom: add a tower shared by all scenarios and make each scenario's tower a residual on it (starts at zero), so alike scenarios share one tower.")
+    bottom_units: list = option([256, 128], "--bottom-units", "Shared bottom layer widths.", advanced=True)
+    tower_units: list = option([64], "--tower-units", "Per-scenario tower layer widths.", advanced=True)
+    num_experts: int = option(4, "--num-experts", "Experts (MMoE / PLE).", advanced=True)
+    use_cross: bool = option(False, "--use-cross", "Add a deep-cross layer (tfrs.layers.dcn.Cross) to the bottom.", advanced=True)
+    scenario_film: bool = option(True, "--scenario-film", "shared_bottom: condition the bottom on the scenario (per-scenario FiLM scale and shift of every hidden layer).", advanced=True)
+    scenario_wide: bool = option(True, "--scenario-wide", "shared_bottom: add a per-scenario linear logit on the encoded input to each tower's output (wide & deep per scenario).", advanced=True)
+    shared_tower: bool = option(False, "--shared-tower", "shared_bottom: add a tower shared by all scenarios and make each scenario's tower a residual on it (starts at zero), so alike scenarios share one tower.", advanced=True)
     wide: bool = option(True, "--wide", "Add a per-scenario logistic model on the one-hot and numeric features (item-side values: shared plus per-scenario biases; user-side: per-scenario) to the logits, fitted alone first and then frozen while the deep part trains on top of it (ranking/wide.py).")
-    wide_solver: str = option("lbfgs", "--wide-solver", "With --wide: how the wide part is fitted: 'lbfgs' (full-batch L-BFGS to the exact optimum of the penalised likelihood, in chunks of the training set) or 'adam' (minibatch Adam with early stopping; for data too large for a pass per iteration).", choices=("lbfgs", "adam"))
-    wide_max_iterations: int = option(500, "--wide-max-iterations", "With --wide-solver lbfgs: most L-BFGS iterations of each wide fit (it stops earlier when the objective stops falling).")
-    wide_epochs: int = option(30, "--wide-epochs", "With --wide-solver adam: most epochs of the wide fit (it stops when validation loss stops improving).")
-    wide_learning_rate: float = option(0.05, "--wide-learning-rate", "With --wide-solver adam: Adam learning rate of the wide fit.")
-    wide_l2: float = option(10.0, "--wide-l2", "With --wide: L2 penalty of the wide weights, in examples' worth of evidence (penalty = wide_l2 / n_train * sum(w^2)); with --wide-prior empirical_bayes only the first fit's, for the bias tables.")
-    wide_prior: str = option("empirical_bayes", "--wide-prior", "With --wide: how hard each bias table (item, user, category... and their per-scenario deviations) is shrunk: 'fixed' (wide_l2 for all) or 'empirical_bayes' (each table column's prior variance re-estimated from the fitted weights, then the fit repeated).", choices=("fixed", "empirical_bayes"))
-    tower_l2: float = option(0.0, "--tower-l2", "shared_bottom: L2 penalty on the scenario towers' (and wide weights') kernels.")
-    conversion_mode: str = option("esmm", "--conversion-mode", "Conversion trained on all impressions (esmm) or on clicks only.", choices=("esmm", "clicks_only"))
-    task_weights: dict = option({}, "--task-weights", "Per-task loss weights as JSON, e.g. '{\"click\": 1, \"conversion\": 0.5}'.")
-    balance_scenarios: bool = option(True, "--balance-scenarios", "Weight examples so small scenarios are not drowned.")
-    negatives_per_positive: int = option(4, "--negatives-per-positive", "Sampled negatives for positive-only logs.")
+    wide_solver: str = option("lbfgs", "--wide-solver", "With --wide: how the wide part is fitted: 'lbfgs' (full-batch L-BFGS to the exact optimum of the penalised likelihood, in chunks of the training set) or 'adam' (minibatch Adam with early stopping; for data too large for a pass per iteration).", choices=("lbfgs", "adam"), advanced=True)
+    wide_max_iterations: int = option(500, "--wide-max-iterations", "With --wide-solver lbfgs: most L-BFGS iterations of each wide fit (it stops earlier when the objective stops falling).", advanced=True)
+    wide_epochs: int = option(30, "--wide-epochs", "With --wide-solver adam: most epochs of the wide fit (it stops when validation loss stops improving).", advanced=True)
+    wide_learning_rate: float = option(0.05, "--wide-learning-rate", "With --wide-solver adam: Adam learning rate of the wide fit.", advanced=True)
+    wide_l2: float = option(10.0, "--wide-l2", "With --wide: L2 penalty of the wide weights, in examples' worth of evidence (penalty = wide_l2 / n_train * sum(w^2)); with --wide-prior empirical_bayes only the first fit's, for the bias tables.", advanced=True)
+    wide_prior: str = option("empirical_bayes", "--wide-prior", "With --wide: how hard each bias table (item, user, category... and their per-scenario deviations) is shrunk: 'fixed' (wide_l2 for all) or 'empirical_bayes' (each table column's prior variance re-estimated from the fitted weights, then the fit repeated).", choices=("fixed", "empirical_bayes"), advanced=True)
+    tower_l2: float = option(0.0, "--tower-l2", "shared_bottom: L2 penalty on the scenario towers' (and wide weights') kernels.", advanced=True)
+    conversion_mode: str = option("esmm", "--conversion-mode", "Conversion trained on all impressions (esmm) or on clicks only.", choices=("esmm", "clicks_only"), advanced=True)
+    task_weights: dict = option({}, "--task-weights", "Per-task loss weights as JSON, e.g. '{\"click\": 1, \"conversion\": 0.5}'.", advanced=True)
+    balance_scenarios: bool = option(True, "--balance-scenarios", "Weight examples so small scenarios are not drowned.", advanced=True)
+    negatives_per_positive: int = option(4, "--negatives-per-positive", "Sampled negatives for positive-only logs.", advanced=True)
     epochs: int = option(12, "--ranking-epochs", "Ranking training epochs.")
     batch_size: int = option(1024, "--ranking-batch-size", "Ranking training batch size.")
     learning_rate: float = option(0.0005, "--ranking-learning-rate", "Ranking Adam learning rate.")
-    ema_momentum: float = option(0.0, "--ranking-ema-momentum", "Keep an exponential moving average of the ranking weights with this momentum and make it the model at every epoch end (validation loss, early stopping and checkpoints see the average; pooled and separate baselines train the same way; 0: off).")
-    embedding_dim: int = option(16, "--ranking-embedding-dim", "Width of id, categorical, scenario, context and text-token embeddings.")
-    dropout: float = option(0.3, "--ranking-dropout", "Dropout after each hidden layer.")
-    log_numeric: bool = option(True, "--log-numeric", "Standardise strictly positive, right-skewed numeric features (e.g. price) on the log scale (the wide part's per-scenario slopes are then slopes in log price).")
-    history_affinity: bool = option(True, "--history-affinity", "Add the user-history affinity feature: cosine between the item's text embedding and the mean text embedding of what the user was shown before (needs a pretrained --text-encoder; ranking/history.py).")
-    history_affinity_dims: int = option(16, "--history-affinity-dims", "With --history-affinity: text directions kept by the exposure projection, the ones along which a user's impressions agree most (also the width of the servable's user and item tables).")
-    dot_interactions: bool = option(True, "--dot-interactions", "Add the pairwise dot products of the embedding fields (DLRM-style) to the bottom's input.")
-    scenario_weight_power: float = option(0.5, "--scenario-weight-power", "With --balance-scenarios, example weight ~ n_scenario^-power (1: equal total weight per scenario, 0.5: square-root tempered).")
-    negative_source: str = option("catalogue", "--ranking-negatives", "Where negatives come from for positive-only logs.", choices=("catalogue", "retrieval"))
-    liked_threshold: float = option(4.0, "--ranking-liked-threshold", "Ratings at or above this make the 'liked' label 1 when the data has ratings but no label.")
-    rating_task: bool = option(True, "--rating-task", "Add an MSE 'rating' task when the interactions have a rating column.")
-    early_stopping: int = option(2, "--ranking-early-stopping", "Stop after this many epochs without validation-loss improvement and keep the best weights (0: off).")
-    scenario_finetune_epochs: int = option(0, "--scenario-finetune-epochs", "After joint training, fine-tune each scenario's own weights (tower, wide, FiLM rows; shared weights frozen) on its own examples for at most this many epochs, early-stopping on its own validation loss (0: off). Multi-scenario model only.")
-    scenario_finetune_lr: float = option(0.0, "--scenario-finetune-lr", "Adam learning rate of the per-scenario fine-tuning (0: the ranking learning rate).")
+    ema_momentum: float = option(0.0, "--ranking-ema-momentum", "Keep an exponential moving average of the ranking weights with this momentum and make it the model at every epoch end (validation loss, early stopping and checkpoints see the average; pooled and separate baselines train the same way; 0: off).", advanced=True)
+    embedding_dim: int = option(16, "--ranking-embedding-dim", "Width of id, categorical, scenario, context and text-token embeddings.", advanced=True)
+    dropout: float = option(0.3, "--ranking-dropout", "Dropout after each hidden layer.", advanced=True)
+    log_numeric: bool = option(True, "--log-numeric", "Standardise strictly positive, right-skewed numeric features (e.g. price) on the log scale (the wide part's per-scenario slopes are then slopes in log price).", advanced=True)
+    history_affinity: bool = option(True, "--history-affinity", "Add the user-history affinity feature: cosine between the item's text embedding and the mean text embedding of what the user was shown before (needs a pretrained --text-encoder; ranking/history.py).", advanced=True)
+    history_affinity_dims: int = option(16, "--history-affinity-dims", "With --history-affinity: text directions kept by the exposure projection, the ones along which a user's impressions agree most (also the width of the servable's user and item tables).", advanced=True)
+    dot_interactions: bool = option(True, "--dot-interactions", "Add the pairwise dot products of the embedding fields (DLRM-style) to the bottom's input.", advanced=True)
+    scenario_weight_power: float = option(0.5, "--scenario-weight-power", "With --balance-scenarios, example weight ~ n_scenario^-power (1: equal total weight per scenario, 0.5: square-root tempered).", advanced=True)
+    negative_source: str = option("catalogue", "--ranking-negatives", "Where negatives come from for positive-only logs.", choices=("catalogue", "retrieval"), advanced=True)
+    liked_threshold: float = option(4.0, "--ranking-liked-threshold", "Ratings at or above this make the 'liked' label 1 when the data has ratings but no label.", advanced=True)
+    rating_task: bool = option(True, "--rating-task", "Add an MSE 'rating' task when the interactions have a rating column.", advanced=True)
+    early_stopping: int = option(2, "--ranking-early-stopping", "Stop after this many epochs without validation-loss improvement and keep the best weights (0: off).", advanced=True)
+    scenario_finetune_epochs: int = option(0, "--scenario-finetune-epochs", "After joint training, fine-tune each scenario's own weights (tower, wide, FiLM rows; shared weights frozen) on its own examples for at most this many epochs, early-stopping on its own validation loss (0: off). Multi-scenario model only.", advanced=True)
+    scenario_finetune_lr: float = option(0.0, "--scenario-finetune-lr", "Adam learning rate of the per-scenario fine-tuning (0: the ranking learning rate).", advanced=True)
     warm_start: Optional[str] = option(None, "--ranking-warm-start", "Run directory whose ranking model (weights and vocabularies) continues training.")
 
 
@@ -287,11 +286,25 @@ def load_config_file(path) -> dict:
     return data
 
 
+#: Fields that measurements showed useless and that were deleted, with the value that
+#: meant "off": a run directory or config file that holds one at that value still loads.
+RETIRED_FIELDS = {"RetrievalConfig": {"l2_regularization": 0.0, "text_only_loss_weight": 0.0,
+                                      "item_id_dropout": None, "bag_of_words": False}}
+
+
 def from_dict(cls, data: dict, where: str = "config"):
     """Build dataclass ``cls`` from ``data``, refusing unknown keys with a clear message."""
     if data is None:
         return cls()
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    data = dict(data)
+    for name, off in RETIRED_FIELDS.get(cls.__name__, {}).items():
+        if name in data and name not in fields:
+            value = data.pop(name)
+            if value != off:
+                raise ValueError(f"{where}: {name} = {value!r} is no longer a setting (it did not help in "
+                                 f"measurements and was removed; docs/CONFIG.md lists the settings): "
+                                 f"remove it (its off value was {off!r})")
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ValueError(f"{where}: unknown field(s) {unknown}; known: {sorted(fields)}")
@@ -315,6 +328,8 @@ def differing_fields(saved: dict, current, ignore=()) -> list[str]:
     differs from ``saved`` (the same section as written to a run's JSON; a field it lacks came
     later, so the run used its default), fields in ``ignore`` aside."""
     as_json = json.loads(json.dumps(to_dict(current), default=str))
+    retired = RETIRED_FIELDS.get(type(current).__name__, {})
+    saved = {k: v for k, v in saved.items() if not (k in retired and v == retired[k])}
     saved = {**json.loads(json.dumps(to_dict(type(current)()), default=str)), **saved}
     return [f"{k}: saved {saved.get(k, '<absent>')!r}, now {as_json.get(k, '<absent>')!r}"
             for k in sorted(set(saved) | set(as_json))
@@ -353,8 +368,12 @@ def run_config_from(configs: dict) -> RunConfig:
     return RunConfig(**{k: v for k, v in configs.items() if k in fields})
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls, dest_prefix: str) -> None:
-    """Add one flag per field of dataclass ``cls``; dest is ``<dest_prefix>.<field>``."""
+def add_arguments(parser: argparse.ArgumentParser, cls, dest_prefix: str, show_advanced: bool = True) -> int:
+    """Add one flag per field of dataclass ``cls``; dest is ``<dest_prefix>.<field>``.
+
+    Advanced fields' flags are accepted but left out of the help unless ``show_advanced``;
+    returns how many advanced fields ``cls`` has."""
+    advanced = 0
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         meta = f.metadata
@@ -378,10 +397,15 @@ def add_arguments(parser: argparse.ArgumentParser, cls, dest_prefix: str) -> Non
             args = [a for a in typing.get_args(hint) if a is not type(None)]
             kwargs["type"] = args[0] if args else str
         kwargs["help"] += f" (default: {default})"
+        if meta.get("advanced"):
+            advanced += 1
+            if not show_advanced:
+                kwargs["help"] = argparse.SUPPRESS
         parser.add_argument(meta["flag"], **kwargs)
         if hint is bool:  # --x / --x false / --no-x all set the same field
             parser.add_argument("--no-" + meta["flag"][2:], dest=dest, action="store_const", const=False,
                                 default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    return advanced
 
 
 def _list_item_type(default):

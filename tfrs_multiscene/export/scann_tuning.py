@@ -139,6 +139,20 @@ def tune_ivf(candidate_embeddings, sample_queries, k: int = 10, target_recall: f
                   exact, queries, k, target_recall, latency_queries, {"num_leaves": num_leaves}, partition, group_key=None)
 
 
+def tuned_index(kind: str, query_model, candidate_ids, candidate_embeddings, sample_queries, depth: int,
+                k: int = 10, target_recall: float = 0.95):
+    """``(index, TuningResult or None)``: the ``kind`` index of the candidates; 'scann' and
+    'ivf' first tuned on ``sample_queries`` against exact search (:func:`tune_scann`,
+    :func:`tune_ivf`) and built with the chosen setting, 'brute_force' as it is."""
+    if kind == "brute_force":
+        return index_lib.build_index(kind, query_model, candidate_ids, candidate_embeddings, depth), None
+    tune = tune_scann if kind == "scann" else tune_ivf
+    result = tune(candidate_embeddings, sample_queries, k=k, target_recall=target_recall, depth=depth)
+    extra = {"searcher": result.searcher} if kind == "scann" else {"partition": result.searcher}
+    index = index_lib.build_index(kind, query_model, candidate_ids, candidate_embeddings, depth, result.params, **extra)
+    return index, result
+
+
 def _sweep(trials, recall_rows, latency_fn, exact, queries, k, target, latency_queries, base, searcher, group_key):
     """Within each group (same reordering), walk trials in increasing cost until the target is
     reached; time only those winners; keep the fastest. Trials must be sorted by cost.

@@ -626,7 +626,6 @@ def export_from_models(model_base, retrieval_model, ranking_model, items, users,
     ``warmup``: one real request's values (``{input: one row}``) for every version's warm-up file.
     """
     from tfrs_multiscene.export import scann_tuning
-    from tfrs_multiscene.export.index import build_index
 
     spec = retrieval_model.spec
     item_ids = items["item_id"].astype(str).to_numpy()
@@ -642,12 +641,9 @@ def export_from_models(model_base, retrieval_model, ranking_model, items, users,
     depth = int(min(max(cfg.top_k, cfg.candidates), len(item_ids)))  # the recommender ranks `candidates` of them
 
     def make_index(kind):
-        if kind == "brute_force":
-            return build_index(kind, query_model, item_ids, index_candidates, depth), None
-        tune = scann_tuning.tune_scann if kind == "scann" else scann_tuning.tune_ivf
-        result = tune(index_candidates, sample_queries, k=min(10, depth), target_recall=cfg.target_recall, depth=depth)
-        extra = {"searcher": result.searcher} if kind == "scann" else {"partition": result.searcher}
-        return build_index(kind, query_model, item_ids, index_candidates, depth, result.params, **extra), result.to_dict()
+        index, result = scann_tuning.tuned_index(kind, query_model, item_ids, index_candidates, sample_queries, depth,
+                                                 k=min(10, depth), target_recall=cfg.target_recall)
+        return index, (result.to_dict() if result is not None else None)
 
     variants = [("", cfg.index)]
     if cfg.index == "scann" and cfg.stock_index != "none":

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -75,28 +74,6 @@ def item_texts(items: pd.DataFrame) -> list:
     return title.tolist()
 
 
-_WORD = re.compile(r"\w+")
-
-
-def tokenize(text: str) -> list:
-    """Lower-cased ``\\w+`` runs of ``text`` (the bag-of-words path's tokens)."""
-    return _WORD.findall(str(text).lower())
-
-
-def item_token_table(items: pd.DataFrame, max_tokens: int = 48, base_words: Sequence[str] = ()) -> tuple:
-    """(word vocabulary, str [len(items), max_tokens] words per item row, "" padded).
-
-    Tokens of :func:`item_texts` (title + description), each distinct word of an item once,
-    in order of first occurrence. The vocabulary is every word of the item table (cold items'
-    text is a feature they have at serving time), ``base_words`` first (warm start)."""
-    rows = []
-    for text in item_texts(items):
-        words = list(dict.fromkeys(tokenize(text)))[:max_tokens]
-        rows.append(words + [PAD] * (max_tokens - len(words)))
-    table = np.asarray(rows, dtype=str).reshape(len(rows), max_tokens)
-    return _extend(base_words, table.ravel()), table
-
-
 def user_texts(users: Optional[pd.DataFrame]) -> list:
     """The profile text of each user row ([] without a user table or profile column)."""
     if users is None or schema.PROFILE not in users.columns:
@@ -129,9 +106,6 @@ class FeatureSpec:
       history_length: items pooled into the query tower.
       item_text / user_text: frozen text embeddings [len(*_table_ids), D] or None.
       item_text_strings / user_text_strings: raw texts (finetune mode) or None.
-      item_words / item_tokens: bag-of-words text path (``RetrievalConfig.bag_of_words``):
-        the word vocabulary and each item-table row's words, str [len(item_table_ids), T]
-        padded with "" (see :func:`item_token_table`), or None.
     """
 
     user_ids: list
@@ -147,8 +121,6 @@ class FeatureSpec:
     user_text: Optional[np.ndarray] = None
     item_text_strings: Optional[list] = None
     user_text_strings: Optional[list] = None
-    item_words: Optional[list] = None
-    item_tokens: Optional[np.ndarray] = None
 
     @classmethod
     def from_tables(cls, train: schema.Tables, history_length: int,
@@ -195,7 +167,9 @@ class FeatureSpec:
 
     # ------------------------------------------------------------------ persistence
 
-    _ARRAYS = ("item_text", "user_text", "item_tokens")
+    _ARRAYS = ("item_text", "user_text")
+    #: Fields of older runs' specs that no model reads any more (always None there by default).
+    _RETIRED = ("item_words",)
 
     def save(self, directory) -> None:
         directory = Path(directory)
@@ -214,6 +188,8 @@ class FeatureSpec:
         if not path.exists():
             raise FileNotFoundError(f"{path} not found: not a retrieval model directory")
         data = json.loads(path.read_text())
+        for name in cls._RETIRED:
+            data.pop(name, None)
         for name in cls._ARRAYS:
             file = directory / f"{name}.npy"
             data[name] = np.load(file) if file.exists() else None

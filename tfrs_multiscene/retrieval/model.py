@@ -24,8 +24,7 @@ import tensorflow_recommenders as tfrs
 from tfrs_multiscene.config import RetrievalConfig
 from tfrs_multiscene.data import schema
 from tfrs_multiscene.retrieval import features as F
-from tfrs_multiscene.retrieval.towers import (BagOfWordsEmbedding, CandidateTower, EnsembleTower, FrozenTextEmbedding,
-                                              IdEmbedding, QueryTower, _regularizer, item_id_dropout)
+from tfrs_multiscene.retrieval.towers import CandidateTower, EnsembleTower, FrozenTextEmbedding, IdEmbedding, QueryTower
 
 #: Keys of a training batch (see ``train.make_training_dataset``).
 QUERY, CANDIDATE, WEIGHT, ITEM_ROW, PROBABILITY = "query", "candidate", "weight", "item_row", "probability"
@@ -103,15 +102,7 @@ class RetrievalModel(tfrs.Model):
         candidate = candidate_model(features[CANDIDATE], training=training)
         negatives = (candidate_model(features[NEG_CANDIDATE], training=training)
                      if NEG_CANDIDATE in features else None)
-        loss = self._task_loss(query, candidate, features, columns, negatives)
-        weight = float(self.cfg.text_only_loss_weight or 0.0)
-        if weight > 0:
-            # The same batch again with every candidate as an unknown id (OOV row + text +
-            # categorical features): that path alone must retrieve the positive, which is
-            # all a cold item has at serving time.
-            cold = candidate_model(features[CANDIDATE], training=training, unknown_ids=True)
-            loss = loss + weight * self._task_loss(query, cold, features, columns, negatives)
-        return loss
+        return self._task_loss(query, candidate, features, columns, negatives)
 
     def _task_loss(self, query, candidate, features, columns, negatives=None):
         """In-batch softmax; ``negatives`` [N, D] (uniform catalogue samples) are appended
@@ -223,25 +214,19 @@ def known_positive_mask(known_rows, candidate_rows) -> tf.Tensor:
 
 def _member_towers(spec: F.FeatureSpec, cfg: RetrievalConfig, encoder_factory, suffix: str = "") -> tuple:
     """One (query tower, candidate tower) pair; the history shares the candidate tower's item
-    embeddings (and frozen text, bag of words) unless ``cfg.share_item_embeddings`` is off."""
-    item_id = IdEmbedding(spec.item_ids, cfg.feature_dim, item_id_dropout(cfg), _regularizer(cfg),
-                          name="item_id")
+    embeddings (and frozen text) unless ``cfg.share_item_embeddings`` is off."""
+    item_id = IdEmbedding(spec.item_ids, cfg.feature_dim, cfg.id_dropout, name="item_id")
     candidate_model = CandidateTower(spec, cfg, item_embedding=item_id,
                                      encoder_factory=encoder_factory, name="candidate_tower" + suffix)
     if cfg.share_item_embeddings:
         history_items = item_id
         history_text = candidate_model.text if isinstance(candidate_model.text, FrozenTextEmbedding) else None
-        history_words = candidate_model.words
     else:
-        history_items = IdEmbedding(spec.item_ids, cfg.feature_dim, 0.0, _regularizer(cfg), name="history_item_id")
+        history_items = IdEmbedding(spec.item_ids, cfg.feature_dim, 0.0, name="history_item_id")
         history_text = (FrozenTextEmbedding(spec.item_table_ids, spec.item_text, cfg.feature_dim, name="history_text")
                         if spec.item_text is not None else None)
-        history_words = (BagOfWordsEmbedding(spec.item_table_ids, spec.item_words, spec.item_tokens,
-                                             cfg.feature_dim, _regularizer(cfg), name="history_words")
-                         if spec.item_tokens is not None else None)
     query_model = QueryTower(spec, cfg, history_items=history_items, history_text=history_text,
-                             encoder_factory=encoder_factory, history_words=history_words,
-                             name="query_tower" + suffix)
+                             encoder_factory=encoder_factory, name="query_tower" + suffix)
     return query_model, candidate_model
 
 
@@ -272,7 +257,4 @@ def build_retrieval_model(train: schema.Tables, cfg: RetrievalConfig, text: Opti
       encoder_factory: zero-argument callable returning a fresh ``KerasHubLayer``.
     """
     spec = F.FeatureSpec.from_tables(train, cfg.history_length, text, base_spec, cfg.positive_task)
-    if cfg.bag_of_words:
-        spec.item_words, spec.item_tokens = F.item_token_table(
-            train.items, base_words=(base_spec.item_words or []) if base_spec else [])
     return RetrievalModel(spec, cfg, encoder_factory).build_towers()

@@ -31,10 +31,6 @@ from tfrs_multiscene.config import RetrievalConfig
 from tfrs_multiscene.retrieval import features as F
 
 
-def _regularizer(cfg: RetrievalConfig):
-    return tf.keras.regularizers.l2(cfg.l2_regularization) if cfg.l2_regularization > 0 else None
-
-
 class IdEmbedding(tf.keras.layers.Layer):
     """String ids [...] -> embeddings [..., dim]; OOV and dropped ids share row 0.
 
@@ -42,11 +38,9 @@ class IdEmbedding(tf.keras.layers.Layer):
       vocabulary: known ids (row i+1 each).
       dim: embedding width.
       dropout: probability of replacing an id by OOV while training.
-      regularizer: optional embedding regularizer.
     """
 
-    def __init__(self, vocabulary: Sequence[str], dim: int, dropout: float = 0.0,
-                 regularizer=None, **kwargs):
+    def __init__(self, vocabulary: Sequence[str], dim: int, dropout: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.vocabulary = [str(v) for v in vocabulary]
         self.dropout = float(dropout)
@@ -55,7 +49,7 @@ class IdEmbedding(tf.keras.layers.Layer):
         if not self.vocabulary:  # StringLookup refuses an empty list; every id is OOV
             self.lookup = tf.keras.layers.StringLookup(num_oov_indices=1, mask_token=None)
         self.embedding = tf.keras.layers.Embedding(
-            len(self.vocabulary) + 1, dim, embeddings_regularizer=regularizer,
+            len(self.vocabulary) + 1, dim,
             embeddings_initializer=tf.keras.initializers.RandomNormal(stddev=0.05))
 
     def indices(self, ids, training=False, dropout=True, unknown=False):
@@ -136,36 +130,6 @@ class FinetuneTextEmbedding(_TableLookup):
         return _unflatten(tf.gather(self.projection(encoded), position), rows, self.projection.units)
 
 
-class BagOfWordsEmbedding(_TableLookup):
-    """Ids [...] -> mean of trainable word embeddings of that item's words -> [..., dim].
-
-    ``tokens`` str [n, T] holds each ``table_ids`` row's words ("" padded); the word
-    embedding is an :class:`IdEmbedding` over ``words`` (unknown words share its OOV row,
-    so warm starts extend it like any id vocabulary). Each distinct id of the batch is
-    embedded once (unique + gather). Ids outside the table get zeros.
-    """
-
-    def __init__(self, table_ids: Sequence[str], words: Sequence[str], tokens: np.ndarray, dim: int,
-                 regularizer=None, **kwargs):
-        super().__init__(table_ids, **kwargs)
-        tokens = np.asarray(tokens, dtype=str)
-        padded = np.concatenate([np.full((1, tokens.shape[1]), F.PAD, dtype=tokens.dtype), tokens])
-        self.tokens = tf.constant(padded.astype(object))
-        self.words = IdEmbedding(words, dim, regularizer=regularizer, name="words")
-        self.dim = int(dim)
-
-    def call(self, ids):
-        rows = self.lookup(ids)
-        unique, position = tf.unique(tf.reshape(rows, [-1]))
-        tokens = tf.gather(self.tokens, unique)  # [U, T]
-        pooled = masked_mean(self.words(tokens), tf.not_equal(tokens, F.PAD))
-        return _unflatten(tf.gather(pooled, position), rows, self.dim)
-
-    def pooled(self, ids, mask):
-        """Masked mean over a history ``ids`` [B, L] -> [B, dim]."""
-        return masked_mean(self(ids), mask)
-
-
 def masked_mean(values, mask):
     """Mean of ``values`` [B, L, d] where ``mask`` [B, L] is true -> [B, d] (zeros if none)."""
     weights = tf.cast(mask, values.dtype)[..., None]
@@ -197,11 +161,6 @@ class _Head(tf.keras.layers.Layer):
         return tf.math.l2_normalize(x, axis=-1) if self.normalize else x
 
 
-def item_id_dropout(cfg: RetrievalConfig) -> float:
-    """Id dropout of the candidate tower's item id (``cfg.item_id_dropout``, else ``id_dropout``)."""
-    return cfg.id_dropout if cfg.item_id_dropout is None else float(cfg.item_id_dropout)
-
-
 def _text_layer(table_ids, matrix, strings, dim, encoder_factory, name):
     """Frozen text layer when a matrix is given, finetune when raw texts + encoder are."""
     if matrix is not None:
@@ -225,26 +184,20 @@ class CandidateTower(tf.keras.Model):
                  encoder_factory: Optional[Callable] = None, **kwargs):
         super().__init__(**kwargs)
         d = cfg.feature_dim
-        self.item_id = item_embedding or IdEmbedding(spec.item_ids, d, item_id_dropout(cfg),
-                                                     _regularizer(cfg), name="item_id")
+        self.item_id = item_embedding or IdEmbedding(spec.item_ids, d, cfg.id_dropout, name="item_id")
         self.categorical = {c: IdEmbedding(v, d, name=f"item_{c}") for c, v in spec.item_categorical.items()}
         self.text = _text_layer(spec.item_table_ids, spec.item_text, spec.item_text_strings, d,
                                 encoder_factory, "item_text")
-        self.words = (BagOfWordsEmbedding(spec.item_table_ids, spec.item_words, spec.item_tokens, d,
-                                          _regularizer(cfg), name="item_words")
-                      if spec.item_tokens is not None else None)
         self.head = _Head(cfg, name="head")
 
     def call(self, inputs, training=False, unknown_ids=False):
         """``unknown_ids``: embed every item as a cold one would be (OOV id row + text +
-        categorical features); used by the text-only auxiliary loss."""
+        categorical features); the new-item offset's simulated newness reads it."""
         ids = inputs[F.ITEM_ID]
         parts = [self.item_id(ids, training=training, unknown=unknown_ids)]
         parts += [layer(inputs[c]) for c, layer in sorted(self.categorical.items())]
         if self.text is not None:
             parts.append(self.text(ids))
-        if self.words is not None:
-            parts.append(self.words(ids))
         return self.head(parts)
 
     @property
@@ -257,22 +210,21 @@ class QueryTower(tf.keras.Model):
     [B, embedding_dim].
 
     Parts: user id embedding (id dropout), scenario embedding, mean of the history items'
-    id embeddings (and of their frozen text and bag of words), user categorical embeddings, profile text.
+    id embeddings (and of their frozen text), user categorical embeddings, profile text.
     A user without a known id is represented by history, features and profile alone.
     """
 
     def __init__(self, spec: F.FeatureSpec, cfg: RetrievalConfig,
                  history_items: IdEmbedding, history_text=None,
-                 encoder_factory: Optional[Callable] = None, history_words=None, **kwargs):
+                 encoder_factory: Optional[Callable] = None, **kwargs):
         super().__init__(**kwargs)
         d = cfg.feature_dim
-        self.user_id = (IdEmbedding(spec.user_ids, d, cfg.id_dropout, _regularizer(cfg), name="user_id")
+        self.user_id = (IdEmbedding(spec.user_ids, d, cfg.id_dropout, name="user_id")
                         if cfg.use_user_id else None)
         # Scenario dropout trains the OOV row as "any scenario" (queries without one).
         self.scenario = IdEmbedding(spec.scenarios, d, cfg.id_dropout, name="scenario")
         self.history_items = history_items
         self.history_text = history_text
-        self.history_words = history_words
         self.pool = MaskedMeanPool(name="history_pool")
         self.categorical = {c: IdEmbedding(v, d, name=f"user_{c}") for c, v in spec.user_categorical.items()}
         self.text = _text_layer(spec.user_table_ids, spec.user_text, spec.user_text_strings, d,
@@ -291,8 +243,6 @@ class QueryTower(tf.keras.Model):
             parts.append(self.user_id(users, training=training))
         if self.history_text is not None:
             parts.append(self.history_text.pooled(history, mask))
-        if self.history_words is not None:
-            parts.append(self.history_words.pooled(history, mask))
         parts += [layer(inputs[c]) for c, layer in sorted(self.categorical.items())]
         if self.text is not None:
             parts.append(self.text(users))

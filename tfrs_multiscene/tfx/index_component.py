@@ -69,7 +69,6 @@ def build_index_artifact(model_run_dir, out_dir, preprocess_dir, kind: str = "sc
 
     from tfrs_multiscene.data import examples as E
     from tfrs_multiscene.export import scann_tuning
-    from tfrs_multiscene.export.index import build_index
     from tfrs_multiscene.export.servables import export_retrieval
     from tfrs_multiscene.retrieval.checkpoints import load_retrieval
     from tfrs_multiscene.retrieval.new_items import index_towers, with_offset_column
@@ -97,14 +96,11 @@ def build_index_artifact(model_run_dir, out_dir, preprocess_dir, kind: str = "sc
     rng = np.random.default_rng(0)
     raw = np.asarray(model.candidate_embeddings(items), np.float32)
     queries = with_offset_column(raw[rng.choice(len(raw), size=min(num_queries, len(raw)), replace=False)], candidates)
-    if kind == "brute_force":
-        index = build_index(kind, query_model, ids, candidates, depth)
+    index, result = scann_tuning.tuned_index(kind, query_model, ids, candidates, queries, depth, k=k,
+                                             target_recall=target_recall)
+    if result is None:
         report.update(kind=kind, params={}, recall=1.0, reached_target=True)
     else:
-        tune = scann_tuning.tune_scann if kind == "scann" else scann_tuning.tune_ivf
-        result = tune(candidates, queries, k=k, target_recall=target_recall, depth=depth)
-        extra = {"searcher": result.searcher} if kind == "scann" else {"partition": result.searcher}
-        index = build_index(kind, query_model, ids, candidates, depth, result.params, **extra)
         report.update(kind=kind, **{key: v for key, v in result.to_dict().items() if key != "tried"})
     report["stock_ops"] = bool(index.describe().get("stock_ops", kind != "scann"))
     spec = {key: tf.TensorSpec([None], tf.string) for key in ("user_id", "scenario", *model.spec.user_categorical)}
