@@ -5,7 +5,7 @@ moving average of the weights (momentum ``ema_momentum``) and writes it into the
 each epoch's last step. Validation, early stopping, checkpoints and the export then all see
 the averaged weights, and training continues from them (fast noisy steps, averaged: it acts
 like Lookahead). On MovieLens-100K this with a 4x learning rate is what brought the two-tower
-to EASE (docs/MOVIELENS.md).
+to EASE (docs/experiments/movielens-100k-preset.md).
 """
 
 from __future__ import annotations
