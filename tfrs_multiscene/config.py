@@ -50,6 +50,7 @@ class DataConfig:
     tasks: list = option([], "--tasks", "Label columns that are tasks. Default: the known label columns present.")
     liked_threshold: float = option(4.0, "--liked-threshold", "Ratings at or above this make the derived 'liked' label 1.", advanced=True)
     chunk_rows: int = option(200_000, "--chunk-rows", "Rows per chunk when streaming CSV/Parquet/TFRecord.", advanced=True)
+    hash_user_ids: Optional[str] = option(None, "--hash-user-ids", "SALT: replace every user id by its salted hash (HMAC-SHA256) as the data is read, so the models and exports hold no raw user id; clients send the hash (data/privacy.py: hash_user_id). The salt is not written into exports.", advanced=True)
     id_only_items: bool = option(True, "--id-only-items", "Amazon: keep reviews of items without metadata (no meta_* file, or not in it) with id-only items (empty title), counted in the validation report; --no-id-only-items quarantines them.", advanced=True)
 
 
@@ -238,6 +239,7 @@ class RecommendConfig:
     server: str = option("http://127.0.0.1:8501", "--server", "Server URL: http://host:8501 (REST) or grpc://host:8500.")
     model: str = option("recommender", "--model-name", "Servable name.")
     user: str = option("", "--user", "User id.")
+    hash_user_ids: Optional[str] = option(None, "--hash-user-ids", "SALT the model was trained with: --user is sent as its salted hash.")
     scenario: str = option("", "--scenario", "Scenario of the request.")
     k: int = option(10, "--k", "How many items to return.")
     exclude: list = option([], "--exclude", "Item ids not to recommend (e.g. already seen).")

@@ -292,6 +292,9 @@ def train_run_from_examples(run_cfg: C.RunConfig, verbose: int = 1, log=print) -
     from tfrs_multiscene import distribute
     from tfrs_multiscene.tfx.trainer import train_retrieval_from_examples
 
+    if run_cfg.data.hash_user_ids:
+        raise UserError("--hash-user-ids hashes user ids as `train` reads tables; the examples of --examples were "
+                        "written by the Beam preprocessing with the ids they had: train from the tables instead")
     # first: MultiWorkerMirroredStrategy must be created before any other TensorFlow op runs
     strategy = distribute.strategy_from_env() if stages_train_retrieval(run_cfg) else None
     chief = distribute.is_chief()

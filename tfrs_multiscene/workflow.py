@@ -166,14 +166,16 @@ def run_export(args, export: C.ExportConfig) -> int:
 
 
 def run_recommend(args, recommend: C.RecommendConfig) -> int:
+    from tfrs_multiscene.data.privacy import hash_user_id
     from tfrs_multiscene.serving.client import ServingClientError, make_client
     from tfrs_multiscene.serving.recommend import recommend as ask
 
     if not recommend.user or not recommend.scenario:
         raise UserError("recommend needs --user and --scenario")
     client = make_client(recommend.server, timeout=recommend.timeout)
+    user = hash_user_id(recommend.user, recommend.hash_user_ids) if recommend.hash_user_ids else recommend.user
     try:
-        result = ask(client, recommend.model, recommend.user, recommend.scenario, recommend.k,
+        result = ask(client, recommend.model, user, recommend.scenario, recommend.k,
                      recommend.exclude, recommend.history, recommend.features)
     except (ServingClientError, KeyError) as err:
         raise UserError(f"{recommend.server}: {err}") from None

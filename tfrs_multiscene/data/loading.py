@@ -14,6 +14,7 @@ from pathlib import Path
 from ..config import DataConfig
 from .adapters import ADAPTERS, detect_adapter
 from .formats import FORMATS, detect_format, find_table_file, read_table
+from .privacy import hash_user_ids
 from .schema import Tables
 from .validation import DataOptionError, RawTables, ValidationReport
 
@@ -79,11 +80,15 @@ def read_raw(cfg: DataConfig) -> RawTables:
 def load_tables(cfg: DataConfig, quarantine_dir=None) -> tuple[Tables, ValidationReport]:
     """Read and validate the data ``cfg`` names -> (Tables of valid rows, ValidationReport).
 
-    Quarantined rows go to ``<dir>/quarantine_<table>.csv`` where ``dir`` is
+    With ``cfg.hash_user_ids`` every user id is its salted hash from here on
+    (:mod:`~tfrs_multiscene.data.privacy`). Quarantined rows go to ``<dir>/quarantine_<table>.csv`` where ``dir`` is
     ``cfg.quarantine_dir`` if set, else ``quarantine_dir`` (e.g. the run directory), else
     the data directory. ``cfg.strict`` is left to the caller: ``report.ok`` says whether
     anything was quarantined.
     """
     raw = read_raw(cfg)
     target: str | None = cfg.quarantine_dir or (str(quarantine_dir) if quarantine_dir else None) or cfg.data
-    return raw.validate(scenarios=cfg.scenarios, tasks=cfg.tasks, quarantine_dir=target)
+    tables, report = raw.validate(scenarios=cfg.scenarios, tasks=cfg.tasks, quarantine_dir=target)
+    if cfg.hash_user_ids:
+        tables = hash_user_ids(tables, cfg.hash_user_ids)
+    return tables, report

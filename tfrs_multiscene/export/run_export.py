@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from tfrs_multiscene import config as C
+from tfrs_multiscene.data.privacy import HASHED, salt_free
 from tfrs_multiscene.errors import UserError
 
 
@@ -58,6 +59,7 @@ def export_run(export: C.ExportConfig, log=print) -> dict:
             raise UserError(f"--run {export.run_dir}: no trained {part} model ({marker} missing); "
                             f"run `tfrs-multiscene train --run {export.run_dir} --stages both`")
     split = run.load_split()
+    run_cfg = run.load_config()
     retrieval = load_retrieval(run.path)
     ranking = load_ranking(run.path)
     history = load_run_history(run.path)
@@ -74,7 +76,9 @@ def export_run(export: C.ExportConfig, log=print) -> dict:
     evaluation = json.loads(run.evaluation_path.read_text()) if run.evaluation_path.exists() else {}
     metadata = {
         "run_dir": str(run.path.resolve()),
-        "config": json.loads(run.config_path.read_text()),
+        "config": salt_free(json.loads(run.config_path.read_text())),
+        # what the servables hold about people: raw user ids, or only salted hashes of them
+        "user_ids": HASHED if run_cfg.data.hash_user_ids else "the user ids of the training data, as they are",
         "data_fingerprint": data_fingerprint(run.split_dir),
         # added to the score of items without an id embedding (the index's extra column)
         "new_item_offset": float(retrieval.new_item_offset),
@@ -93,5 +97,9 @@ def export_run(export: C.ExportConfig, log=print) -> dict:
     for name, path in paths.items():
         log(f"  {name:<22} {path}")
     log(f"TF Serving configs: {Path(export.model_base) / 'serving_config'}")
+    contents = {"user_ids": metadata["user_ids"], "known_users": int(known_users.history_rows.shape[0]),
+                "items": int(len(train.items)), "new_item_offset": metadata["new_item_offset"]}
+    log(f"the export holds {contents['known_users']} users' histories and {contents['items']} items; "
+        f"user ids: {contents['user_ids']}")
     return {"servables": {k: str(v) for k, v in paths.items()},
-            "serving_config": {k: str(v) for k, v in config_paths.items()}}
+            "serving_config": {k: str(v) for k, v in config_paths.items()}, "contents": contents}
