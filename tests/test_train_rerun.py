@@ -86,6 +86,8 @@ def test_a_finished_run_trained_again_is_reused_not_retrained(trained):
     (["--seed", "7"], "split.seed: saved 42, now 7"),
     (["--learning-rate", "0.01"], "holds a retrieval model trained with other settings (learning_rate: saved 0.001, now 0.01)"),
     (["--ranking-dropout", "0.4"], "holds a ranking model trained with other settings (dropout: saved"),
+    (["--text-encoder", "scratch"], "trained on other text features (text.text_encoder: saved 'none', now 'scratch')"),
+    (["--hash-user-ids", "salt"], "data.hash_user_ids: saved None, now 'salt'"),
 ])
 def test_other_settings_are_refused_before_anything_is_written(trained, change, needle):
     """A re-run that would make another split, or go on training a model with other settings,
@@ -98,6 +100,18 @@ def test_other_settings_are_refused_before_anything_is_written(trained, change, 
     assert needle in refused.stderr and "train into a new --run" in refused.stderr, refused.stderr
     assert f"delete {run}" in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
     assert _files(run) == before
+
+
+@pytest.mark.slow
+def test_training_one_stage_keeps_the_other_stages_settings_in_config_json(trained):
+    """`--stages ranking` with a retrieval flag trains no retrieval, so config.json keeps
+    the retrieval settings its model was trained with (and says so)."""
+    _, run, command = trained
+    before = json.loads((run / "config.json").read_text())["retrieval"]
+    again = _cli(*command, "--stages", "ranking", "--temperature", "0.33")
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert "retrieval: not trained in this call; config.json keeps the settings" in again.stdout
+    assert json.loads((run / "config.json").read_text())["retrieval"] == before
 
 
 @pytest.mark.slow

@@ -24,6 +24,7 @@ naming several workers is refused with a pointer to ``--examples``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -38,7 +39,8 @@ from tfrs_multiscene.run import RunDir
 
 #: The settings that decide a run's split (``load_tables`` reads the data ones, ``make_split``
 #: the split section): a re-run into a run directory must ask for the same.
-SPLIT_SETTINGS = {"data": ("data", "format", "scenario_from", "scenarios", "tasks", "liked_threshold", "id_only_items"),
+SPLIT_SETTINGS = {"data": ("data", "format", "scenario_from", "scenarios", "tasks", "liked_threshold", "id_only_items",
+                           "hash_user_ids"),
                   "split": ("split", "test_fraction", "valid_fraction", "seed")}
 
 
@@ -96,6 +98,38 @@ def check_same_model_settings(run: RunDir, run_cfg: C.RunConfig) -> None:
             raise RunConflict(f"{run.path} holds a {stage} model trained with other settings ({'; '.join(changed)}); "
                               f"re-run with the saved settings to resume (only {', '.join(resumable)} may change), "
                               f"or train into a new --run (or delete {run.path}) to start fresh")
+    if "retrieval" in stages and (run.retrieval_dir / "checkpoints").exists() and "text" in saved:
+        # the towers embed the text the encoder produced: another encoder is another model
+        if saved["text"].get("text_encoder") != "none" or run_cfg.text.text_encoder != "none":
+            changed = C.differing_fields(saved["text"], run_cfg.text, TEXT_SETTINGS_THAT_KEEP_THE_MODEL)
+            if changed:
+                raise RunConflict(f"{run.path} holds a retrieval model trained on other text features "
+                                  f"({'; '.join('text.' + c for c in changed)}); re-run with the saved text settings, "
+                                  f"or train into a new --run (or delete {run.path}) to start fresh")
+
+
+#: Text settings that do not change the text features (where the cache lives, how many texts
+#: are embedded at once).
+TEXT_SETTINGS_THAT_KEEP_THE_MODEL = ("text_cache_dir", "embed_batch_size")
+
+
+def keep_trained_sections(run: RunDir, run_cfg: C.RunConfig, log=print) -> C.RunConfig:
+    """``run_cfg`` with the saved section of each stage this call does not train but the run
+    holds a model of, so that config.json keeps describing that model (``--stages ranking``
+    must not overwrite the retrieval settings with whatever the command line says)."""
+    if not run.config_path.exists():
+        return run_cfg
+    saved = run.load_config()
+    stages = {"both": ("retrieval", "ranking")}.get(run_cfg.train.stages, (run_cfg.train.stages,))
+    markers = {"retrieval": run.retrieval_dir / "checkpoints", "ranking": run.ranking_dir / "checkpoints"}
+    for stage, marker in markers.items():
+        if stage in stages or not marker.exists():
+            continue
+        if getattr(saved, stage) != getattr(run_cfg, stage):
+            log(f"{stage}: not trained in this call; config.json keeps the settings its model in {marker.parent} "
+                f"was trained with")
+        run_cfg = dataclasses.replace(run_cfg, **{stage: getattr(saved, stage)})
+    return run_cfg
 
 
 def prepare_split(run: RunDir, run_cfg: C.RunConfig, report: Report, log=print):
@@ -160,6 +194,7 @@ def train_run(run_cfg: C.RunConfig, verbose: int = 1, log=print, explicit=None) 
         run_cfg, summary["settings_from_data"] = settings_from_data(run, run_cfg, split, explicit, report, log)
     else:
         check_same_model_settings(run, run_cfg)
+    run_cfg = keep_trained_sections(run, run_cfg, log)
     run.save_config(run_cfg)  # the effective configuration, once nothing contradicts it
     stages = run_cfg.train.stages
 
