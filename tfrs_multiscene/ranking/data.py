@@ -27,7 +27,7 @@ import pandas as pd
 import tensorflow as tf
 
 from tfrs_multiscene.data import schema
-from tfrs_multiscene.ranking.features import FeatureSpec
+from tfrs_multiscene.ranking.features import FeatureSpec, RowsOf
 
 INTERACTION = "interaction"     # task of positive-only logs
 RATING_TASK = "rating"
@@ -173,9 +173,10 @@ def model_inputs(frame: pd.DataFrame, spec: FeatureSpec, extra: Optional[dict] =
     for name, dim in spec.extra.items():
         if name not in extra:
             raise KeyError(f"extra feature {name!r} was not supplied (the feature hook must return it)")
-        arr = np.asarray(extra[name], np.float32).reshape(len(frame), -1)
-        if arr.shape[1] != dim:
-            raise ValueError(f"extra feature {name!r} has width {arr.shape[1]}, the model expects {dim}")
+        value = extra[name]
+        arr = value if isinstance(value, RowsOf) else np.asarray(value, np.float32).reshape(len(frame), -1)
+        if arr.shape != (len(frame), dim):
+            raise ValueError(f"extra feature {name!r} has shape {arr.shape}, the model expects {(len(frame), dim)}")
         out[name] = arr
     return out
 
@@ -202,14 +203,29 @@ def make_dataset(inputs: dict, target: Optional[dict], weights: Optional[np.ndar
 
     The columns are held as whole tensors and each batch is gathered from them by index
     (a shuffled index when ``shuffle``: an exact shuffle, redrawn every epoch), so the cost
-    per batch is one gather per column instead of one slice per example and column.
+    per batch is one gather per column instead of one slice per example and column. A
+    :class:`RowsOf` column stays a table and row indices; its batch is gathered from both.
     """
     n = len(next(iter(inputs.values())))
     tgt = dict(target or {})
     tgt["weight"] = weights if weights is not None else np.ones(n, np.float32)
-    columns = ({k: tf.constant(v) for k, v in inputs.items()}, {k: tf.constant(v) for k, v in tgt.items()})
+
+    def held(value):
+        return (tf.constant(value.table), tf.constant(value.rows)) if isinstance(value, RowsOf) else tf.constant(value)
+
+    def take(column, rows):
+        if isinstance(column, tuple):
+            table, index = column
+            return tf.gather(table, tf.gather(index, rows))
+        return tf.gather(column, rows)
+
+    held_inputs = {k: held(v) for k, v in inputs.items()}
+    held_targets = {k: held(v) for k, v in tgt.items()}
     index = tf.data.Dataset.range(n)
     if shuffle:
         index = index.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    gather = lambda rows: tf.nest.map_structure(lambda column: tf.gather(column, rows), columns)  # noqa: E731
+
+    def gather(rows):
+        return ({k: take(c, rows) for k, c in held_inputs.items()}, {k: take(c, rows) for k, c in held_targets.items()})
+
     return index.batch(batch_size).map(gather).prefetch(tf.data.AUTOTUNE)

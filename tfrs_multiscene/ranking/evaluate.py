@@ -168,7 +168,7 @@ def evaluate_ranking(split, cfg, run_dir, feature_hook: Optional[FeatureHook] = 
             res = train_ranking(split, cfg, run_dir, name=f"separate/{scenario}", scenario=scenario, **common)
             rows = (test[schema.SCENARIO].astype(str) == scenario).to_numpy()
             if rows.any():
-                sub_extra = {k: np.asarray(v)[rows] for k, v in extra.items()} if extra else None
+                sub_extra = {k: v[rows] for k, v in extra.items()} if extra else None
                 out = preds_of(res.model, test[rows], sub_extra)
                 for t in tasks:
                     sep[t][rows] = out[t]

@@ -276,17 +276,64 @@ def dot_product(query: np.ndarray, candidate: np.ndarray) -> np.ndarray:
     return np.sum(np.asarray(query, np.float32) * np.asarray(candidate, np.float32), axis=1)
 
 
+class RowsOf:
+    """A dense feature ``float32 [N, D]`` kept as a small ``table [T, D]`` and ``rows int32 [N]``.
+
+    The extra features that feature hooks give repeat few distinct vectors over many
+    examples (one query embedding per user and scenario, one candidate embedding per item):
+    held this way they cost 4 bytes per example instead of 4 * D, and ``make_dataset``
+    gathers each batch's vectors when it reads the batch.
+
+    Indexing with rows (an int or bool array) gives another ``RowsOf``; any other index
+    (a slice, a position, ``[:, j]``) gives numpy values (``predict`` reads slices);
+    ``np.asarray`` gives the whole [N, D] array.
+
+    >>> f = RowsOf(np.eye(2, dtype=np.float32), [1, 1, 0])
+    >>> f.shape, f[1:].tolist(), f[np.array([0, 2])].rows.tolist()
+    ((3, 2), [[0.0, 1.0], [1.0, 0.0]], [1, 0])
+    """
+
+    def __init__(self, table, rows):
+        self.table = np.asarray(table, np.float32)
+        self.rows = np.asarray(rows, np.int32)
+        if self.table.ndim != 2 or self.rows.ndim != 1:
+            raise ValueError(f"RowsOf needs a [T, D] table and [N] rows, got {self.table.shape} and {self.rows.shape}")
+
+    @property
+    def shape(self) -> tuple:
+        return (len(self.rows), self.table.shape[1])
+
+    dtype = np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index):
+        if isinstance(index, (np.ndarray, list)):
+            return RowsOf(self.table, self.rows[index])
+        if isinstance(index, tuple):  # e.g. [:, j]: the values themselves
+            return np.asarray(self)[index]
+        return self.table[self.rows[index]]
+
+    def __array__(self, dtype=None, copy=None):
+        out = self.table[self.rows]
+        return out if dtype is None else out.astype(dtype)
+
+    def tolist(self) -> list:
+        return np.asarray(self).tolist()
+
+
 def text_embedding_hook(encoder, column: str = schema.TITLE, name: str = "title_embedding"):
     """A feature hook adding a frozen text embedding (any object with ``.embed(list[str])``).
 
-    Embeds each distinct text once. Returns ``hook(frame) -> {name: float32 [N, dim]}``.
+    Embeds each distinct text once. Returns ``hook(frame) -> {name: RowsOf [N, dim]}``.
     """
 
     def hook(frame: pd.DataFrame) -> dict:
         texts = frame[column].fillna("").astype(str)
         uniques, inverse = np.unique(texts.to_numpy(), return_inverse=True)
         vectors = np.asarray(encoder.embed(list(uniques)), np.float32)
-        return {name: vectors[inverse]}
+        return {name: RowsOf(vectors, inverse)}
 
     return hook
 
@@ -299,14 +346,16 @@ def retrieval_feature_hook(retrieval_model, train: schema.Tables):
     (tfrs_multiscene.retrieval's RetrievalModel). Each distinct (user, scenario) is embedded
     once; items missing from ``train.items`` get a zero candidate embedding. An ensemble
     gives its ``feature_towers`` (the first member's) outputs. Returns
-    ``hook(frame) -> {"query_embedding": [N, D], "candidate_embedding": [N, D]}``; the
-    ranking model adds their dot product itself.
+    ``hook(frame) -> {"query_embedding": RowsOf [N, D], "candidate_embedding": RowsOf [N, D]}``
+    (:class:`RowsOf`: each distinct vector held once); the ranking model adds their dot
+    product itself.
     """
     towers = getattr(retrieval_model, "feature_towers", None)
     query_kw, candidate_kw = ({"tower": towers[0]}, {"tower": towers[1]}) if towers else ({}, {})
     item_ids = train.items[schema.ITEM_ID].astype(str).to_numpy()
     candidates = np.asarray(retrieval_model.candidate_embeddings(train.items, **candidate_kw), np.float32)
-    row_of = {item: i for i, item in enumerate(item_ids)}
+    candidates = np.concatenate([np.zeros((1, candidates.shape[1]), np.float32), candidates])  # row 0: unknown
+    row_of = {item: i + 1 for i, item in enumerate(item_ids)}
 
     def hook(frame: pd.DataFrame) -> dict:
         keys = frame[schema.USER_ID].astype(str) + "\x1f" + frame[schema.SCENARIO].astype(str)
@@ -315,9 +364,8 @@ def retrieval_feature_hook(retrieval_model, train: schema.Tables):
         scenarios = [k.split("\x1f")[1] for k in uniq]
         queries = np.asarray(retrieval_model.query_embeddings(
             retrieval_model.query_features(users, scenarios, train), **query_kw), np.float32)
-        rows = np.array([row_of.get(i, -1) for i in frame[schema.ITEM_ID].astype(str)])
-        cand = np.where((rows >= 0)[:, None], candidates[np.maximum(rows, 0)], 0.0).astype(np.float32)
-        return {QUERY_EMBEDDING: queries[inverse], CANDIDATE_EMBEDDING: cand}
+        rows = np.array([row_of.get(i, 0) for i in frame[schema.ITEM_ID].astype(str)], np.int32)
+        return {QUERY_EMBEDDING: RowsOf(queries, inverse), CANDIDATE_EMBEDDING: RowsOf(candidates, rows)}
 
     return hook
 

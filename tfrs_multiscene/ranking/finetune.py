@@ -39,7 +39,7 @@ def owned_trainables(model, scenario: int) -> list:
 
 
 def _subset(prepared, rows: np.ndarray):
-    inputs = {k: np.asarray(v)[rows] for k, v in prepared.inputs.items()}
+    inputs = {k: v[rows] for k, v in prepared.inputs.items()}  # a RowsOf stays one (rows of its table)
     targets = {k: np.asarray(v)[rows] for k, v in prepared.targets.items()}
     return inputs, targets, np.asarray(prepared.weights)[rows]
 
