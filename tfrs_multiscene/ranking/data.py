@@ -159,11 +159,13 @@ def example_weights(frame: pd.DataFrame, cfg) -> np.ndarray:
 
 
 def model_inputs(frame: pd.DataFrame, spec: FeatureSpec, extra: Optional[dict] = None) -> dict:
-    """Raw numpy inputs of the ranking model for every row of ``frame``."""
+    """Raw inputs of the ranking model for every row of ``frame``: numpy arrays, and string
+    columns as :class:`RowsOf` (their distinct values and each row's)."""
     out = {}
     for col in [schema.SCENARIO, *spec.categorical, *spec.text]:
         values = frame[col] if col in frame.columns else pd.Series([""] * len(frame))
-        out[col] = values.fillna("").astype(str).to_numpy(dtype=object)
+        strings = values.fillna("").astype(str).to_numpy(dtype=object)
+        out[col] = RowsOf.of_strings(strings) if len(strings) else strings  # each distinct string held once
     for col in spec.numeric:
         out[col] = pd.to_numeric(frame[col], errors="coerce").to_numpy(np.float32) if col in frame.columns \
             else np.full(len(frame), np.nan, np.float32)

@@ -277,12 +277,14 @@ def dot_product(query: np.ndarray, candidate: np.ndarray) -> np.ndarray:
 
 
 class RowsOf:
-    """A dense feature ``float32 [N, D]`` kept as a small ``table [T, D]`` and ``rows int32 [N]``.
+    """A feature column ``[N, ...]`` kept as a small ``table [T, ...]`` of its distinct values
+    and ``rows int32 [N]``.
 
-    The extra features that feature hooks give repeat few distinct vectors over many
-    examples (one query embedding per user and scenario, one candidate embedding per item):
-    held this way they cost 4 bytes per example instead of 4 * D, and ``make_dataset``
-    gathers each batch's vectors when it reads the batch.
+    Example columns repeat few distinct values over many examples (one query embedding per
+    user and scenario, one candidate embedding or title per item, one profile per user):
+    held this way they cost 4 bytes per example instead of a vector or a string, and
+    ``make_dataset`` gathers each batch's values when it reads the batch. Float tables are
+    float32; string tables stay object arrays.
 
     Indexing with rows (an int or bool array) gives another ``RowsOf``; any other index
     (a slice, a position, ``[:, j]``) gives numpy values (``predict`` reads slices);
@@ -294,16 +296,25 @@ class RowsOf:
     """
 
     def __init__(self, table, rows):
-        self.table = np.asarray(table, np.float32)
+        table = np.asarray(table)
+        self.table = table.astype(np.float32) if table.dtype.kind == "f" else table
         self.rows = np.asarray(rows, np.int32)
-        if self.table.ndim != 2 or self.rows.ndim != 1:
-            raise ValueError(f"RowsOf needs a [T, D] table and [N] rows, got {self.table.shape} and {self.rows.shape}")
+        if self.table.ndim < 1 or self.rows.ndim != 1:
+            raise ValueError(f"RowsOf needs a [T, ...] table and [N] rows, got {self.table.shape} and {self.rows.shape}")
+
+    @classmethod
+    def of_strings(cls, values) -> "RowsOf":
+        """The distinct strings of ``values`` (a sequence of str) and each one's row."""
+        codes, uniques = pd.factorize(np.asarray(values, dtype=object))
+        return cls(np.asarray(uniques, dtype=object), codes)
 
     @property
     def shape(self) -> tuple:
-        return (len(self.rows), self.table.shape[1])
+        return (len(self.rows), *self.table.shape[1:])
 
-    dtype = np.dtype(np.float32)
+    @property
+    def dtype(self):
+        return self.table.dtype
 
     def __len__(self) -> int:
         return len(self.rows)
