@@ -103,6 +103,18 @@ def test_other_settings_are_refused_before_anything_is_written(trained, change, 
 
 
 @pytest.mark.slow
+def test_the_report_plots_the_new_item_offset_it_chose(trained):
+    """The generated world has items without a training interaction: training chooses their
+    score offset on validation and the run's report shows the curve it was read from."""
+    _, run, _ = trained
+    choice = json.loads((run / "retrieval" / "new_items.json").read_text())
+    assert choice["warm_cost"] == 0.02 and len(choice["curve"]) > 10
+    report = (run / "report" / "report.md").read_text()
+    assert "## New items" in report and f"score offset {choice['offset']:g}" in report
+    assert (run / "report" / "new_item_offset.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
 def test_training_one_stage_keeps_the_other_stages_settings_in_config_json(trained):
     """`--stages ranking` with a retrieval flag trains no retrieval, so config.json keeps
     the retrieval settings its model was trained with (and says so)."""

@@ -86,6 +86,26 @@ def plot_history(history: Mapping[str, Sequence[float]], path, title: str) -> Pa
     return Path(path)
 
 
+def plot_offset_curve(curve: Sequence[Mapping], chosen: float, floor: float, path) -> Path:
+    """The new-item offset's validation curve: known-item and simulated-new-item selection
+    scores by offset, the allowed floor of the known-item score and the chosen offset."""
+    import matplotlib.pyplot as plt
+
+    offsets = [row["offset"] for row in curve]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(offsets, [row["warm"] for row in curve], marker=".", label="known items")
+    ax.plot(offsets, [row["new"] for row in curve], marker=".", label="items as if new")
+    ax.axhline(floor, color="grey", linestyle=":", label="allowed known-item floor")
+    ax.axvline(chosen, color="k", linestyle="--", label=f"chosen offset {chosen:g}")
+    ax.set(title="new-item score offset (validation)", xlabel="offset added to items without an id embedding",
+           ylabel="selection score")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
 def plot_histogram(values: Sequence[float], path, title: str, xlabel: str) -> Path:
     """A histogram with p50 and p99 marked (e.g. request latencies in ms)."""
     import matplotlib.pyplot as plt

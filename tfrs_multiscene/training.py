@@ -213,10 +213,26 @@ def train_run(run_cfg: C.RunConfig, verbose: int = 1, log=print, explicit=None) 
         report.add("Retrieval training", _history_table(result.history) + "\n\n" +
                    f"examples: {result.info.get('examples')}, seconds: {summary['retrieval']['seconds']}",
                    [figure], order=20)
+        _report_new_item_offset(run, report)
     if stages in ("both", "ranking"):
         _ranking_stage(run, run_cfg, split, retrieval_model, summary, report, verbose, log)
     (run.path / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
+
+
+def _report_new_item_offset(run: RunDir, report: Report) -> None:
+    """The new-item offset's validation curve, plotted into the run's report (when chosen)."""
+    from tfrs_multiscene.report import plot_offset_curve
+    from tfrs_multiscene.retrieval.new_items import OffsetChoice
+
+    choice = OffsetChoice.load(run.retrieval_dir)
+    if choice is None:
+        return
+    floor = choice.curve[0]["warm"] * (1.0 - choice.warm_cost)
+    figure = plot_offset_curve(choice.curve, choice.offset, floor, report.figure_path("new_item_offset.png"))
+    report.add("New items", f"score offset {choice.offset:g} for items without an id embedding, chosen on "
+               f"{choice.validation_positives} validation positives within a {100 * choice.warm_cost:g}% cost in "
+               "known-item accuracy (retrieval.new_item_warm_cost)", [figure], order=21)
 
 
 def settings_from_data(run: RunDir, run_cfg: C.RunConfig, split, explicit, report: Report, log=print):
