@@ -228,8 +228,7 @@ def _report_new_item_offset(run: RunDir, report: Report) -> None:
     choice = OffsetChoice.load(run.retrieval_dir)
     if choice is None:
         return
-    floor = choice.curve[0]["warm"] * (1.0 - choice.warm_cost)
-    figure = plot_offset_curve(choice.curve, choice.offset, floor, report.figure_path("new_item_offset.png"))
+    figure = plot_offset_curve(choice.curve, choice.offset, choice.floor, report.figure_path("new_item_offset.png"))
     report.add("New items", f"score offset {choice.offset:g} for items without an id embedding, chosen on "
                f"{choice.validation_positives} validation positives within a {100 * choice.warm_cost:g}% cost in "
                "known-item accuracy (retrieval.new_item_warm_cost)", [figure], order=21)

@@ -118,7 +118,6 @@ def cold_start_run(run: RunDir, run_cfg: C.RunConfig, ecfg: C.EvaluateConfig, sp
     from tfrs_multiscene.retrieval.train import train_retrieval
 
     cold = cold_item_split(split, run_cfg.split)
-    cold_cfg = dataclasses.replace(run_cfg.split, split="cold_item")
     cold_dir = run.path / "cold_start"
     log(f"cold start: training the two-tower on a cold-item split ({len(cold.info.get('test_items', []))} "
         f"held-out items) in {cold_dir}")
@@ -134,7 +133,7 @@ def cold_start_run(run: RunDir, run_cfg: C.RunConfig, ecfg: C.EvaluateConfig, sp
     total = sum(len(part.interactions) for part in (cold.train, cold.valid, cold.test))
     cold_start["split"] = {"kind": "cold_item", "held_out_items": len(cold.info["test_items"]),
                            "cold_interaction_share": len(cold.test.interactions) / max(total, 1),
-                           "seed": cold_cfg.seed, "test_fraction": cold_cfg.test_fraction,
+                           "seed": run_cfg.split.seed, "test_fraction": run_cfg.split.test_fraction,
                            "users_without_history": out["split"]["users_without_history"],
                            "test_interactions_without_history": out["split"]["test_interactions_unknown_user"]}
     if cold_start["split"]["users_without_history"]:

@@ -631,7 +631,7 @@ def export_from_models(model_base, retrieval_model, ranking_model, items, users,
     item_ids = items["item_id"].astype(str).to_numpy()
     candidates = np.asarray(retrieval_model.candidate_embeddings(items), np.float32)
     # the index ranks by the model's score: with a new-item offset, one extra column
-    query_model, index_candidates = index_towers(retrieval_model, items)
+    query_model, index_candidates = index_towers(retrieval_model, items, candidates)
     query_spec = {key: tf.TensorSpec([None], tf.string) for key in ("user_id", "scenario", *spec.user_categorical)}
     query_spec["history"] = tf.TensorSpec([None, None], tf.string)
     if sample_queries is None:

@@ -330,9 +330,6 @@ class RowsOf:
         out = self.table[self.rows]
         return out if dtype is None else out.astype(dtype)
 
-    def tolist(self) -> list:
-        return np.asarray(self).tolist()
-
 
 def text_embedding_hook(encoder, column: str = schema.TITLE, name: str = "title_embedding"):
     """A feature hook adding a frozen text embedding (any object with ``.embed(list[str])``).

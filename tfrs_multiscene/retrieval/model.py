@@ -24,6 +24,7 @@ import tensorflow_recommenders as tfrs
 from tfrs_multiscene.config import RetrievalConfig
 from tfrs_multiscene.data import schema
 from tfrs_multiscene.retrieval import features as F
+from tfrs_multiscene.retrieval.new_items import unknown_id_mask
 from tfrs_multiscene.retrieval.towers import CandidateTower, EnsembleTower, FrozenTextEmbedding, IdEmbedding, QueryTower
 
 #: Keys of a training batch (see ``train.make_training_dataset``).
@@ -190,9 +191,7 @@ class RetrievalModel(tfrs.Model):
         """float32 [len(item_ids)]: ``new_item_offset`` where the item has no id embedding."""
         if not self.new_item_offset:
             return np.zeros(len(item_ids), np.float32)
-        known = set(map(str, self.spec.item_ids))
-        unknown = np.array([str(i) not in known for i in item_ids], dtype=np.float32)
-        return np.float32(self.new_item_offset) * unknown
+        return np.float32(self.new_item_offset) * unknown_id_mask(self, item_ids).astype(np.float32)
 
 
 def known_positive_mask(known_rows, candidate_rows) -> tf.Tensor:

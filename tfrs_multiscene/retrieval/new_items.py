@@ -65,6 +65,11 @@ class OffsetChoice:
     warm_cost: float
     validation_positives: int
 
+    @property
+    def floor(self) -> float:
+        """The lowest known-item selection score the allowed warm cost accepts."""
+        return self.curve[0]["warm"] * (1.0 - float(self.warm_cost))
+
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -127,14 +132,15 @@ def choose_new_item_offset(model, train: schema.Tables, valid: Optional[schema.T
         rows = slice(start, min(start + chunk, len(pairs)))
         base = queries[rows] @ candidates.T
         base[seen[rows].toarray().astype(bool)] = -np.inf
-        rel = relevant[rows].tocoo()
-        has = np.diff(relevant[rows].tocsr().indptr) > 0
+        chunk_relevant = relevant[rows]
+        rel = chunk_relevant.tocoo()
+        has = np.diff(chunk_relevant.indptr) > 0
         own_base = np.einsum("pd,pd->p", queries[rows][rel.row], as_new[rel.col])
         for g, offset in enumerate(grid):
             scores = base + offset * unknown[None, :]
             ranked = M.top_k_excluding_seen(scores, None, k=max(ks))
-            per_query = [M.recall_at_k(ranked, relevant[rows], k) for k in ks] + \
-                        [M.ndcg_at_k(ranked, relevant[rows], k) for k in ks]
+            per_query = [M.recall_at_k(ranked, chunk_relevant, k) for k in ks] + \
+                        [M.ndcg_at_k(ranked, chunk_relevant, k) for k in ks]
             warm_sum[g] += np.nansum(np.mean(per_query, axis=0)[has])
             others = scores[rel.row]
             others[np.arange(len(rel.row)), rel.col] = -np.inf
@@ -146,11 +152,10 @@ def choose_new_item_offset(model, train: schema.Tables, valid: Optional[schema.T
         n_positives += len(rel.row)
     curve = [{"offset": float(o), "warm": float(w / n_queries), "new": float(n / n_positives)}
              for o, w, n in zip(grid, warm_sum, new_sum)]
-    floor = curve[0]["warm"] * (1.0 - float(warm_cost))
-    allowed = [row for row in curve if row["warm"] >= floor] or curve[:1]
-    best = max(allowed, key=lambda row: (round(row["new"], 6), -row["offset"]))
-    return OffsetChoice(offset=best["offset"], curve=curve, warm_cost=float(warm_cost),
-                        validation_positives=n_positives)
+    choice = OffsetChoice(offset=0.0, curve=curve, warm_cost=float(warm_cost), validation_positives=n_positives)
+    allowed = [row for row in curve if row["warm"] >= choice.floor] or curve[:1]
+    choice.offset = max(allowed, key=lambda row: (round(row["new"], 6), -row["offset"]))["offset"]
+    return choice
 
 
 class _QueryWithOffsetColumn(tf.keras.Model):
@@ -165,13 +170,16 @@ class _QueryWithOffsetColumn(tf.keras.Model):
         return tf.concat([q, tf.ones_like(q[:, :1])], axis=1)
 
 
-def index_towers(model, items: pd.DataFrame) -> tuple:
+def index_towers(model, items: pd.DataFrame, candidates: Optional[np.ndarray] = None) -> tuple:
     """(query model, candidate embeddings [I, D'] aligned with ``items``) that an index of
     ``model`` serves: the towers as they are, or with ``model.new_item_offset`` set the
     extra column (query ``[q, 1]``, item ``[c, offset]`` for unknown ids, else ``[c, 0]``),
-    so that the index's dot product is the model's score."""
-    candidates = np.asarray(model.candidate_embeddings(items), np.float32)
-    offset = float(getattr(model, "new_item_offset", 0.0) or 0.0)
+    so that the index's dot product is the model's score. ``candidates``: the candidate
+    tower's outputs for ``items`` when the caller has them already."""
+    if candidates is None:
+        candidates = model.candidate_embeddings(items)
+    candidates = np.asarray(candidates, np.float32)
+    offset = float(model.new_item_offset)
     if offset == 0.0:
         return model.query_model, candidates
     column = offset * unknown_id_mask(model, items[F.ITEM_ID].astype(str)).astype(np.float32)

@@ -27,7 +27,7 @@ from tfrs_multiscene.optimizers import adam, steps_per_epoch
 from tfrs_multiscene.data import schema
 from tfrs_multiscene.retrieval import checkpoints as C
 from tfrs_multiscene.retrieval import features as F
-from tfrs_multiscene.retrieval.new_items import choose_new_item_offset
+from tfrs_multiscene.retrieval import new_items
 from tfrs_multiscene.retrieval.model import (CANDIDATE, ITEM_ROW, KNOWN_ROWS, NEG_CANDIDATE, NEG_ITEM_ROW, NEG_PROBABILITY,
                                              PROBABILITY, QUERY, WEIGHT, RetrievalModel, build_retrieval_model)
 
@@ -394,10 +394,10 @@ def set_new_item_offset(model: RetrievalModel, train: schema.Tables, valid: Opti
     """Choose ``model.new_item_offset`` on ``valid`` within ``model.cfg.new_item_warm_cost``,
     save the choice beside the checkpoints and return a summary for the run's info."""
     cost = float(model.cfg.new_item_warm_cost or 0.0)
-    choice = choose_new_item_offset(model, train, valid, warm_cost=cost) if cost > 0 else None
+    choice = new_items.choose_new_item_offset(model, train, valid, warm_cost=cost) if cost > 0 else None
     model.new_item_offset = choice.offset if choice is not None else 0.0
     if choice is None:
-        (C.model_dir(run_dir) / "new_items.json").unlink(missing_ok=True)
+        (C.model_dir(run_dir) / new_items.FILE_NAME).unlink(missing_ok=True)
         return {"offset": 0.0, "reason": "no warm cost allowed" if cost <= 0 else
                 "no validation positives or no item without an id embedding"}
     choice.save(C.model_dir(run_dir))

@@ -90,11 +90,11 @@ def build_index_artifact(model_run_dir, out_dir, preprocess_dir, kind: str = "sc
         model = load_retrieval(fsutil.local_path(model_run_dir))
     items, _ = E.load_frames(preprocess_dir)
     ids = items["item_id"].astype(str).to_numpy()
-    query_model, candidates = index_towers(model, items)
+    raw = np.asarray(model.candidate_embeddings(items), np.float32)
+    query_model, candidates = index_towers(model, items, raw)
     depth = int(min(top_k, len(ids)))
     k = min(k, depth)
     rng = np.random.default_rng(0)
-    raw = np.asarray(model.candidate_embeddings(items), np.float32)
     queries = with_offset_column(raw[rng.choice(len(raw), size=min(num_queries, len(raw)), replace=False)], candidates)
     index, result = scann_tuning.tuned_index(kind, query_model, ids, candidates, queries, depth, k=k,
                                              target_recall=target_recall)
